@@ -1,0 +1,1 @@
+"""Lookalike's HTTP API, database layer and command line."""

@@ -1,0 +1,1 @@
+"""PostgreSQL access: the embedded server, the engine/session factory, the catalog table and migrations."""

@@ -1,0 +1,78 @@
+"""Names and shape of the catalog table: the one place that knows which columns Lookalike owns.
+
+The table name is a setting because Lookalike attaches to a shop's existing products table;
+migrations, search SQL and ingestion all take their identifiers from :class:`Catalog`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pgvector.sqlalchemy import Vector
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    MetaData,
+    Numeric,
+    Table,
+    Text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
+
+from api.settings import Settings
+
+
+@dataclass(frozen=True)
+class Catalog:
+    table: str
+    schema: str
+    clip_dim: int
+    fallback_dim: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Catalog:
+        return cls(settings.products_table, settings.db_schema, settings.clip_dim, settings.fallback_dim)
+
+    @property
+    def qualified(self) -> str:
+        """Quoted ``schema.table`` for hand-written SQL (identifiers are validated by Settings)."""
+        return f'"{self.schema}"."{self.table}"'
+
+    def index(self, suffix: str) -> str:
+        """Index names are prefixed with the table name so two catalogs can share a schema."""
+        return f"{self.table}_{suffix}"
+
+    @property
+    def image_index(self) -> str:
+        return self.index("image_embedding_hnsw")
+
+    @property
+    def fallback_index(self) -> str:
+        return self.index("fallback_embedding_hnsw")
+
+    def table_object(self) -> Table:
+        """A Core Table with the columns Lookalike reads and writes (a shop's extra columns are ignored)."""
+        return Table(
+            self.table,
+            MetaData(schema=self.schema),
+            Column("id", BigInteger, primary_key=True),
+            Column("sku", Text, nullable=False, unique=True),
+            Column("name", Text),
+            Column("description", Text),
+            Column("category", Text),
+            Column("price", Numeric(12, 2)),
+            Column("currency", Text),
+            Column("attributes", JSONB),
+            Column("image_url", Text),
+            Column("created_at", DateTime(timezone=True)),
+            Column("updated_at", DateTime(timezone=True)),
+            Column("image_embedding", Vector(self.clip_dim)),
+            Column("image_model", Text),
+            Column("fallback_embedding", Vector(self.fallback_dim)),
+            Column("fallback_model", Text),
+            Column("image_sha256", Text),
+            Column("embedded_at", DateTime(timezone=True)),
+            Column("embed_error", Text),
+            Column("search_tsv", TSVECTOR),
+        )

@@ -1,0 +1,130 @@
+"""The one engine and session factory, and the checks that make a bad database a clear error."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, ProgrammingError
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.db.embedded import embedded_database_url
+from api.errors import DatabaseUnavailableError
+from api.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MIN_PGVECTOR = (0, 8, 0)
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    postgres_version: str
+    pgvector_version: str
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Accept the URL spellings hosting platforms hand out and pick the psycopg 3 driver."""
+    for prefix in ("postgres://", "postgresql://", "postgresql+psycopg2://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def redacted(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable URL>"
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split(".") if part.isdigit())
+
+
+def ensure_pgvector(conn: Connection, where: str) -> str:
+    """Make sure pgvector >= 0.8 is installed in this database (installing it if the server has it).
+
+    Returns the installed version. 0.8 is the floor because search relies on iterative index
+    scans (``hnsw.iterative_scan``) to fill pages under selective filters.
+    """
+    installed = conn.execute(text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")).scalar()
+    available = conn.execute(
+        text("SELECT default_version FROM pg_available_extensions WHERE name = 'vector'")
+    ).scalar()
+    hint = (
+        "Install pgvector >= 0.8 on that server (Debian/Ubuntu: apt install postgresql-<major>-pgvector; "
+        "Docker: the pgvector/pgvector:pg17 image), or unset DATABASE_URL to use the embedded PostgreSQL."
+    )
+    if available is None and installed is None:
+        raise DatabaseUnavailableError(f"the PostgreSQL server at {where} does not have pgvector. {hint}")
+    target = installed
+    if installed is None or _version_tuple(installed) < MIN_PGVECTOR:
+        if available is None or _version_tuple(available) < MIN_PGVECTOR:
+            raise DatabaseUnavailableError(
+                f"the PostgreSQL server at {where} has pgvector {installed or available}, "
+                f"Lookalike needs >= 0.8. {hint}"
+            )
+        statement = "CREATE EXTENSION IF NOT EXISTS vector" if installed is None else "ALTER EXTENSION vector UPDATE"
+        try:
+            with conn.begin_nested():
+                conn.execute(text(statement))
+        except ProgrammingError as exc:
+            raise DatabaseUnavailableError(
+                f"pgvector is available on {where} but `{statement}` failed ({exc.orig}). "
+                "Run it once as a superuser or the database owner."
+            ) from exc
+        target = conn.execute(text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")).scalar()
+    return str(target)
+
+
+class Database:
+    """Owns the engine and the session factory; one per process (API, CLI command, test session)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        url = settings.database_url or embedded_database_url(settings.data_dir)
+        self.url = sqlalchemy_url(url)
+        self.display_url = redacted(self.url)
+        try:
+            self.engine: Engine = create_engine(
+                self.url,
+                pool_size=settings.db_pool_size,
+                max_overflow=settings.db_pool_size,
+                pool_pre_ping=True,
+                connect_args={"connect_timeout": 10, "application_name": "lookalike"},
+            )
+        except Exception as exc:  # malformed URL, unknown driver
+            raise DatabaseUnavailableError(f"DATABASE_URL is not a usable PostgreSQL URL ({exc})") from exc
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        """A connection whose failure to open becomes a DatabaseUnavailableError with the reason."""
+        try:
+            conn = self.engine.connect()
+        except DBAPIError as exc:
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            raise DatabaseUnavailableError(f"cannot connect to PostgreSQL at {self.display_url}: {reason}") from exc
+        with conn:
+            yield conn
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self.sessions() as session, session.begin():
+            yield session
+
+    def check(self) -> ServerInfo:
+        """Connect, ensure pgvector, and say which versions serve us (for health and startup logs)."""
+        with self.connect() as conn:
+            pgvector = ensure_pgvector(conn, self.display_url)
+            conn.commit()
+            version = conn.execute(text("SHOW server_version")).scalar()
+        return ServerInfo(postgres_version=str(version), pgvector_version=pgvector)
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,89 @@
+"""The one settings object. Every knob is an environment variable (``LOOKALIKE_*``), plus the
+conventional ``DATABASE_URL`` and ``REDIS_URL`` that hosting platforms set for you."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+
+import platformdirs
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from encoder.registry import DEFAULT_CLIP_MODEL, MOBILENET_DIM, clip_spec
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LOOKALIKE_", env_file=".env", extra="ignore")
+
+    # --- database -------------------------------------------------------------------------
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "LOOKALIKE_DATABASE_URL")
+    )
+    """A PostgreSQL URL. Unset: Lookalike runs its own embedded PostgreSQL in ``data_dir``."""
+    data_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_data_dir("lookalike")))
+    """Where the embedded database (and other local state) lives; kept across restarts."""
+    products_table: str = "products"
+    """The catalog table. Point it at a shop's existing table to attach to it."""
+    db_schema: str = "public"
+    db_pool_size: int = 10
+
+    # --- models ---------------------------------------------------------------------------
+    clip_model: str = DEFAULT_CLIP_MODEL
+    """A name from ``encoder.registry.CLIP_MODELS``."""
+    clip_weights_path: Path | None = None
+    """A local open_clip checkpoint; when set it replaces the pretrained tag's download."""
+    clip_random_weights: bool = False
+    """Tests and benchmarks only: build the architecture with random weights (same compute)."""
+    device: str = "auto"
+    """``auto`` (CUDA when present), ``cpu`` or ``cuda``."""
+    batch_size: int = 32
+    encoder_url: str | None = None
+    """Base URL of a ``lookalike encoder serve`` process; unset means encode in-process."""
+    encoder_timeout_s: float = 5.0
+
+    # --- cache ----------------------------------------------------------------------------
+    redis_url: str | None = Field(default=None, validation_alias=AliasChoices("REDIS_URL", "LOOKALIKE_REDIS_URL"))
+    cache_ttl_s: int = 3600
+
+    # --- http -----------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = 8000
+    admin_token: str | None = None
+    max_upload_bytes: int = 10 * 1024 * 1024
+    max_image_pixels: int = 40_000_000
+    image_root: Path | None = None
+    """Local folder that ``image_url`` values relative paths resolve against."""
+    allow_private_urls: bool = False
+    """Let ``image_url`` fetches reach loopback/private addresses (tests, trusted LANs)."""
+
+    @field_validator("products_table", "db_schema")
+    @classmethod
+    def _sql_identifier(cls, value: str) -> str:
+        # The table name is spliced into DDL and queries, so only plain identifiers pass.
+        if not _IDENTIFIER.match(value):
+            raise ValueError(f"{value!r} is not a plain SQL identifier (letters, digits, underscore)")
+        return value
+
+    @field_validator("clip_model")
+    @classmethod
+    def _known_clip_model(cls, value: str) -> str:
+        clip_spec(value)
+        return value
+
+    @property
+    def clip_dim(self) -> int:
+        return clip_spec(self.clip_model).dim
+
+    @property
+    def fallback_dim(self) -> int:
+        return MOBILENET_DIM
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()
