@@ -17,7 +17,9 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="LOOKALIKE_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="LOOKALIKE_", env_file=".env", extra="ignore", populate_by_name=True
+    )
 
     # --- database -------------------------------------------------------------------------
     database_url: str | None = Field(
@@ -46,7 +48,9 @@ class Settings(BaseSettings):
     encoder_timeout_s: float = 5.0
 
     # --- cache ----------------------------------------------------------------------------
-    redis_url: str | None = Field(default=None, validation_alias=AliasChoices("REDIS_URL", "LOOKALIKE_REDIS_URL"))
+    redis_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("REDIS_URL", "LOOKALIKE_REDIS_URL")
+    )
     cache_ttl_s: int = 3600
 
     # --- http -----------------------------------------------------------------------------
@@ -59,6 +63,14 @@ class Settings(BaseSettings):
     """Local folder that ``image_url`` values relative paths resolve against."""
     allow_private_urls: bool = False
     """Let ``image_url`` fetches reach loopback/private addresses (tests, trusted LANs)."""
+
+    @field_validator(
+        "database_url", "redis_url", "clip_weights_path", "encoder_url", "admin_token", "image_root", mode="before"
+    )
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        # Compose files and .env templates write `VAR=` for "not set"; treat that as unset, not as "".
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("products_table", "db_schema")
     @classmethod

@@ -14,7 +14,6 @@ from api.db.engine import Database, ensure_pgvector
 from api.db.migrate import VERSION_TABLE
 from api.settings import Settings, get_settings
 
-
 # Several API processes may start at once; they take turns instead of racing on DDL.
 MIGRATION_LOCK_KEY = 0x4C4F4F4B  # "LOOK"
 

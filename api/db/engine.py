@@ -69,7 +69,9 @@ def ensure_pgvector(conn: Connection, where: str) -> str:
                 f"the PostgreSQL server at {where} has pgvector {installed or available}, "
                 f"Lookalike needs >= 0.8. {hint}"
             )
-        statement = "CREATE EXTENSION IF NOT EXISTS vector" if installed is None else "ALTER EXTENSION vector UPDATE"
+        statement = (
+            "CREATE EXTENSION IF NOT EXISTS vector" if installed is None else "ALTER EXTENSION vector UPDATE"
+        )
         try:
             with conn.begin_nested():
                 conn.execute(text(statement))
@@ -109,7 +111,9 @@ class Database:
             conn = self.engine.connect()
         except DBAPIError as exc:
             reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-            raise DatabaseUnavailableError(f"cannot connect to PostgreSQL at {self.display_url}: {reason}") from exc
+            raise DatabaseUnavailableError(
+                f"cannot connect to PostgreSQL at {self.display_url}: {reason}"
+            ) from exc
         with conn:
             yield conn
 

@@ -22,13 +22,17 @@ depends_on = None
 
 
 def _column_type(catalog: Catalog, column: str) -> str | None:
-    return op.get_bind().execute(
-        text(
-            "SELECT data_type FROM information_schema.columns "
-            "WHERE table_schema = :schema AND table_name = :table AND column_name = :column"
-        ),
-        {"schema": catalog.schema, "table": catalog.table, "column": column},
-    ).scalar()
+    return (
+        op.get_bind()
+        .execute(
+            text(
+                "SELECT data_type FROM information_schema.columns "
+                "WHERE table_schema = :schema AND table_name = :table AND column_name = :column"
+            ),
+            {"schema": catalog.schema, "table": catalog.table, "column": column},
+        )
+        .scalar()
+    )
 
 
 def upgrade() -> None:
@@ -66,7 +70,9 @@ def upgrade() -> None:
     )
     op.execute(f'CREATE INDEX IF NOT EXISTS "{catalog.index("category_idx")}" ON {table} (category)')
     op.execute(f'CREATE INDEX IF NOT EXISTS "{catalog.index("price_idx")}" ON {table} (price)')
-    op.execute(f'CREATE INDEX IF NOT EXISTS "{catalog.index("search_tsv_idx")}" ON {table} USING gin (search_tsv)')
+    op.execute(
+        f'CREATE INDEX IF NOT EXISTS "{catalog.index("search_tsv_idx")}" ON {table} USING gin (search_tsv)'
+    )
     if _column_type(catalog, "attributes") == "jsonb":
         # jsonb_path_ops: smaller and faster for the @> containment that attribute filters use.
         op.execute(

