@@ -7,6 +7,7 @@ migrations, search SQL and ingestion all take their identifiers from :class:`Cat
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from pgvector.sqlalchemy import Vector
 from sqlalchemy import (
@@ -51,7 +52,8 @@ class Catalog:
     def fallback_index(self) -> str:
         return self.index("fallback_embedding_hnsw")
 
-    def table_object(self) -> Table:
+    @cached_property
+    def sa_table(self) -> Table:
         """A Core Table with the columns Lookalike reads and writes (a shop's extra columns are ignored)."""
         return Table(
             self.table,

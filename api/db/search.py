@@ -1,0 +1,161 @@
+"""The one search function: every ranked query the product runs is built here.
+
+Vector queries are a single statement, ``ORDER BY <column> <=> :query LIMIT/OFFSET`` over the
+catalog table with the filters in WHERE, so PostgreSQL walks the HNSW index. pgvector's
+strict-order iterative scan (set for this transaction only) keeps pages full under selective
+filters, in true distance order. Full-text queries (the fallback for text when CLIP is down)
+rank by ``ts_rank_cd`` over the generated ``search_tsv`` column.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Connection, ColumnElement, Select, and_, func, literal_column, select, text
+from sqlalchemy.dialects.postgresql import JSONB
+
+from api.db.catalog import Catalog
+
+# Upper bound on tuples an iterative scan may visit before giving up on filling a page; large
+# enough for a filter that keeps ~0.5% of a million rows, small enough to bound the worst case.
+MAX_SCAN_TUPLES = 200_000
+MAX_EF_SEARCH = 1000
+
+
+class VectorColumn(StrEnum):
+    CLIP = "image_embedding"
+    FALLBACK = "fallback_embedding"
+
+
+@dataclass(frozen=True)
+class Filters:
+    categories: tuple[str, ...] = ()
+    price_min: Decimal | None = None
+    price_max: Decimal | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Page:
+    top_k: int = 12
+    offset: int = 0
+    score_threshold: float | None = None
+
+
+@dataclass(frozen=True)
+class VectorQuery:
+    column: VectorColumn
+    vector: np.ndarray
+    exclude_sku: str | None = None
+    """"More like this" leaves the product itself out of its own results."""
+
+
+@dataclass(frozen=True)
+class TextQuery:
+    text: str
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: int
+    sku: str
+    name: str | None
+    description: str | None
+    category: str | None
+    price: Decimal | None
+    currency: str | None
+    attributes: dict[str, Any]
+    image_url: str | None
+    score: float
+    """Cosine similarity (1 - distance) for vector queries; normalised ts_rank_cd for text."""
+
+
+def search(
+    conn: Connection, catalog: Catalog, query: VectorQuery | TextQuery, filters: Filters, page: Page
+) -> list[Hit]:
+    """Run one ranked search and return the page of hits, best first."""
+    if isinstance(query, VectorQuery):
+        # Transaction-local: a pooled connection must not carry these into the next request.
+        ef_search = min(max(40, page.top_k + page.offset), MAX_EF_SEARCH)
+        conn.exec_driver_sql(
+            f"SET LOCAL hnsw.ef_search = {ef_search}; "
+            "SET LOCAL hnsw.iterative_scan = strict_order; "
+            f"SET LOCAL hnsw.max_scan_tuples = {MAX_SCAN_TUPLES}"
+        )
+        statement = vector_statement(catalog, query, filters, page)
+    else:
+        statement = text_statement(catalog, query, filters, page)
+    rows = conn.execute(statement).mappings().all()
+    hits = [Hit(**row) for row in rows]
+    if page.score_threshold is not None:
+        # Rows come best first, so the threshold only ever trims the tail of the page.
+        hits = [hit for hit in hits if hit.score >= page.score_threshold]
+    return hits
+
+
+def _product_columns(catalog: Catalog) -> list[ColumnElement[Any]]:
+    t = catalog.sa_table
+    return [
+        t.c.id, t.c.sku, t.c.name, t.c.description, t.c.category, t.c.price, t.c.currency,
+        func.coalesce(t.c.attributes, literal_column("'{}'::jsonb")).label("attributes"),
+        t.c.image_url,
+    ]  # fmt: skip
+
+
+def _filter_clauses(catalog: Catalog, filters: Filters) -> list[ColumnElement[bool]]:
+    t = catalog.sa_table
+    clauses: list[ColumnElement[bool]] = []
+    if filters.categories:
+        clauses.append(t.c.category.in_(filters.categories))
+    if filters.price_min is not None:
+        clauses.append(t.c.price >= filters.price_min)
+    if filters.price_max is not None:
+        clauses.append(t.c.price <= filters.price_max)
+    if filters.attributes:
+        # @> containment: served by the jsonb_path_ops GIN index when the planner wants it.
+        clauses.append(t.c.attributes.op("@>")(func.cast(filters.attributes, JSONB)))
+    return clauses
+
+
+def vector_statement(catalog: Catalog, query: VectorQuery, filters: Filters, page: Page) -> Select[Any]:
+    """``ORDER BY column <=> :query`` and nothing else, so the HNSW index can serve the ordering."""
+    t = catalog.sa_table
+    column = t.c[query.column.value]
+    distance = column.cosine_distance(query.vector)
+    where = [column.is_not(None), *_filter_clauses(catalog, filters)]
+    if query.exclude_sku is not None:
+        where.append(t.c.sku != query.exclude_sku)
+    return (
+        select(*_product_columns(catalog), (1 - distance).label("score"))
+        .where(and_(*where))
+        .order_by(distance)
+        .limit(page.top_k)
+        .offset(page.offset)
+    )
+
+
+def text_statement(catalog: Catalog, query: TextQuery, filters: Filters, page: Page) -> Select[Any]:
+    t = catalog.sa_table
+    tsquery = func.websearch_to_tsquery(text("'english'::regconfig"), query.text)
+    # Normalisation 32 maps rank to rank/(rank+1): a 0..1 score comparable across queries.
+    rank = func.ts_rank_cd(t.c.search_tsv, tsquery, 32)
+    return (
+        select(*_product_columns(catalog), rank.label("score"))
+        .where(and_(t.c.search_tsv.op("@@")(tsquery), *_filter_clauses(catalog, filters)))
+        .order_by(rank.desc(), t.c.id)
+        .limit(page.top_k)
+        .offset(page.offset)
+    )
+
+
+def stored_vector(conn: Connection, catalog: Catalog, sku: str) -> tuple[np.ndarray | None, np.ndarray | None] | None:
+    """A product's stored (CLIP, fallback) vectors, or None when the sku does not exist."""
+    t = catalog.sa_table
+    row = conn.execute(select(t.c.image_embedding, t.c.fallback_embedding).where(t.c.sku == sku)).first()
+    if row is None:
+        return None
+    return row[0], row[1]
