@@ -65,7 +65,13 @@ class Settings(BaseSettings):
     """Let ``image_url`` fetches reach loopback/private addresses (tests, trusted LANs)."""
 
     @field_validator(
-        "database_url", "redis_url", "clip_weights_path", "encoder_url", "admin_token", "image_root", mode="before"
+        "database_url",
+        "redis_url",
+        "clip_weights_path",
+        "encoder_url",
+        "admin_token",
+        "image_root",
+        mode="before",
     )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:

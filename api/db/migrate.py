@@ -8,6 +8,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
 from api.db.engine import Database
 
@@ -20,6 +21,14 @@ def alembic_config(database: Database) -> Config:
     config.set_main_option("script_location", str(REPO_ROOT / "migrations"))
     config.attributes["settings"] = database.settings
     return config
+
+
+def head_revision() -> str:
+    config = Config(str(REPO_ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(REPO_ROOT / "migrations"))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    assert head is not None
+    return head
 
 
 def upgrade(database: Database, revision: str = "head") -> None:

@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, ColumnElement, Select, and_, func, literal_column, select, text
+from sqlalchemy import ColumnElement, Connection, Select, and_, func, literal_column, select, text
 from sqlalchemy.dialects.postgresql import JSONB
 
 from api.db.catalog import Catalog
@@ -152,7 +152,9 @@ def text_statement(catalog: Catalog, query: TextQuery, filters: Filters, page: P
     )
 
 
-def stored_vector(conn: Connection, catalog: Catalog, sku: str) -> tuple[np.ndarray | None, np.ndarray | None] | None:
+def stored_vector(
+    conn: Connection, catalog: Catalog, sku: str
+) -> tuple[np.ndarray | None, np.ndarray | None] | None:
     """A product's stored (CLIP, fallback) vectors, or None when the sku does not exist."""
     t = catalog.sa_table
     row = conn.execute(select(t.c.image_embedding, t.c.fallback_embedding).where(t.c.sku == sku)).first()

@@ -14,6 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from api.db import migrate
 from tests.support import clean_env, free_port, run_cli
 
 DEBIAN_PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -121,7 +122,7 @@ def test_embedded_database_persists_across_restarts(tmp_path: Path) -> None:
     )
     assert again.stdout.strip() == "1"
     current = run_cli("db", "current", env=env)
-    assert "revision 0003" in current.stdout and "pgvector 0.8" in current.stdout
+    assert f"revision {migrate.head_revision()}" in current.stdout and "pgvector 0.8" in current.stdout
     assert not postgres_processes_for(tmp_path / "data"), "the embedded server outlived its last user"
 
 

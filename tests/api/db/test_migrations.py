@@ -80,7 +80,7 @@ def test_upgrade_creates_vector_columns_and_hnsw_cosine_indexes(migrated_databas
     assert "USING gin (attributes jsonb_path_ops)" in indexes["products_attributes_idx"]
     assert "USING gin (search_tsv)" in indexes["products_search_tsv_idx"]
     assert "UNIQUE INDEX products_sku_key" in indexes["products_sku_key"]
-    assert migrate.current_revision(migrated_database) == "0003"
+    assert migrate.current_revision(migrated_database) == migrate.head_revision()
 
 
 def test_vector_width_follows_the_configured_clip_model(
@@ -118,6 +118,7 @@ def test_upgrade_downgrade_upgrade_keeps_catalog_rows(migrated_database: Databas
             "image_embedding" not in types and "fallback_embedding" not in types and "search_tsv" not in types
         )
         assert not {"similar_products", "similar_products_by_sku", "products_near"} & function_names(conn)
+        assert conn.execute(text("SELECT to_regclass('lookalike_catalog_state')")).scalar() is None
         assert not any("hnsw" in d for d in index_definitions(conn, "products").values())
         after_down = conn.execute(
             text("SELECT id, sku, name, category, price, attributes FROM products ORDER BY id")
@@ -132,12 +133,12 @@ def test_upgrade_downgrade_upgrade_keeps_catalog_rows(migrated_database: Databas
             text("SELECT id, sku, name, category, price, attributes FROM products ORDER BY id")
         ).all()
     assert after_up == before
-    assert migrate.current_revision(migrated_database) == "0003"
+    assert migrate.current_revision(migrated_database) == migrate.head_revision()
 
 
 def test_upgrade_is_idempotent(migrated_database: Database) -> None:
     migrate.upgrade(migrated_database)
-    assert migrate.current_revision(migrated_database) == "0003"
+    assert migrate.current_revision(migrated_database) == migrate.head_revision()
 
 
 SHOP_TABLE = """
@@ -234,3 +235,19 @@ def test_attach_to_table_without_integer_id_adds_one(create_database, make_setti
 def test_table_name_must_be_a_plain_identifier(make_settings, name: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError, match="plain SQL identifier"):
         make_settings(products_table=name)
+
+
+def test_every_catalog_write_bumps_the_catalog_version(migrated_database: Database) -> None:
+    """Writes that bypass the API (a shop's own admin) must invalidate cached results too."""
+    version_sql = text("SELECT version FROM lookalike_catalog_state WHERE table_name = 'products'")
+    with migrated_database.connect() as conn:
+        versions = [conn.execute(version_sql).scalar()]
+        for statement in (
+            "INSERT INTO products (sku, name) VALUES ('a', 'A'), ('b', 'B')",
+            "UPDATE products SET price = 10 WHERE sku = 'a'",
+            "DELETE FROM products WHERE sku = 'b'",
+        ):
+            conn.execute(text(statement))
+            conn.commit()
+            versions.append(conn.execute(version_sql).scalar())
+    assert versions == sorted(set(versions)) and len(versions) == 4
