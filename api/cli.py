@@ -22,7 +22,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
     try:
         uvicorn.run(app, host=args.host or settings.host, port=args.port or settings.port, log_level="info")
     finally:
-        state.database.dispose()
+        state.close()
 
 
 def _db_upgrade(args: argparse.Namespace, settings: Settings) -> None:

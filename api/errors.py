@@ -7,3 +7,13 @@ class LookalikeError(Exception):
 
 class DatabaseUnavailableError(LookalikeError):
     """The database cannot be reached, or lacks what Lookalike needs (pgvector >= 0.8)."""
+
+
+class RequestError(Exception):
+    """Bad input from a client: becomes a 4xx ``{"error": {"code", "message"}}`` response."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,25 +12,52 @@ from fastapi import FastAPI
 from api.db import migrate
 from api.db.catalog import Catalog
 from api.db.engine import Database
-from api.routes import health
+from api.http_errors import install_error_handlers
+from api.routes import catalog, compat, health, products, search
+from api.services.cache import build_cache
+from api.services.encoders import EncoderHub
+from api.services.metrics import Metrics
+from api.services.products import ProductService
+from api.services.search import SearchService
 from api.settings import Settings, get_settings
 from api.state import AppState
 
 log = logging.getLogger(__name__)
 
 
-def build_state(settings: Settings) -> AppState:
-    """Connect, check pgvector, migrate: everything that must hold before the first request."""
+def build_state(settings: Settings, *, migrate_database: bool = True, load_models: bool = True) -> AppState:
+    """Connect, check pgvector, migrate, load models: everything that must hold before the first request."""
     database = Database(settings)
-    info = database.check()
-    log.info(
-        "database %s: PostgreSQL %s, pgvector %s",
-        database.display_url,
-        info.postgres_version,
-        info.pgvector_version,
+    if migrate_database:
+        info = database.check()
+        log.info(
+            "database %s: PostgreSQL %s, pgvector %s",
+            database.display_url,
+            info.postgres_version,
+            info.pgvector_version,
+        )
+        migrate.upgrade(database)
+    catalog_ = Catalog.from_settings(settings)
+    hub = EncoderHub(settings)
+    if load_models:
+        hub.load()
+    cache = build_cache(settings.redis_url)
+    metrics = Metrics()
+    admin_token = settings.admin_token
+    if admin_token is None:
+        admin_token = secrets.token_urlsafe(24)
+        log.warning("LOOKALIKE_ADMIN_TOKEN is not set; this run's admin token is %s", admin_token)
+    return AppState(
+        settings=settings,
+        database=database,
+        catalog=catalog_,
+        hub=hub,
+        cache=cache,
+        metrics=metrics,
+        search=SearchService(settings, database, catalog_, hub, cache, metrics),
+        products=ProductService(settings, database, catalog_, hub),
+        admin_token=admin_token,
     )
-    migrate.upgrade(database)
-    return AppState(settings=settings, database=database, catalog=Catalog.from_settings(settings))
 
 
 def create_app(settings: Settings | None = None, state: AppState | None = None) -> FastAPI:
@@ -43,7 +71,7 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
             yield
         finally:
             if owned:
-                app.state.lookalike.database.dispose()
+                app.state.lookalike.close()
 
     app = FastAPI(
         title="Lookalike",
@@ -51,5 +79,7 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
         summary="Visual product search on PostgreSQL + pgvector",
         lifespan=lifespan,
     )
-    app.include_router(health.router)
+    install_error_handlers(app)
+    for module in (health, search, products, catalog, compat):
+        app.include_router(module.router)
     return app

@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 10 * 1024 * 1024
     max_image_pixels: int = 40_000_000
     image_root: Path | None = None
-    """Local folder that ``image_url`` values relative paths resolve against."""
+    """Folder that relative ``image_url`` paths resolve against (default ``<data_dir>/media``)."""
     allow_private_urls: bool = False
     """Let ``image_url`` fetches reach loopback/private addresses (tests, trusted LANs)."""
 
@@ -91,6 +91,11 @@ class Settings(BaseSettings):
     def _known_clip_model(cls, value: str) -> str:
         clip_spec(value)
         return value
+
+    @property
+    def media_dir(self) -> Path:
+        """Where relative image paths live, and where uploaded images are stored."""
+        return self.image_root or self.data_dir / "media"
 
     @property
     def clip_dim(self) -> int:

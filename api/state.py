@@ -8,6 +8,11 @@ from fastapi import Request
 
 from api.db.catalog import Catalog
 from api.db.engine import Database
+from api.services.cache import Cache
+from api.services.encoders import EncoderHub
+from api.services.metrics import Metrics
+from api.services.products import ProductService
+from api.services.search import SearchService
 from api.settings import Settings
 
 
@@ -16,6 +21,16 @@ class AppState:
     settings: Settings
     database: Database
     catalog: Catalog
+    hub: EncoderHub
+    cache: Cache
+    metrics: Metrics
+    search: SearchService
+    products: ProductService
+    admin_token: str
+
+    def close(self) -> None:
+        self.hub.close()
+        self.database.dispose()
 
 
 def app_state(request: Request) -> AppState:

@@ -50,6 +50,8 @@ class Page:
 class VectorQuery:
     column: VectorColumn
     vector: np.ndarray
+    model_id: str | None = None
+    """Only rows embedded by this model: after a model switch, old vectors live in another space."""
     exclude_sku: str | None = None
     """"More like this" leaves the product itself out of its own results."""
 
@@ -100,10 +102,16 @@ def search(
 def _product_columns(catalog: Catalog) -> list[ColumnElement[Any]]:
     t = catalog.sa_table
     return [
-        t.c.id, t.c.sku, t.c.name, t.c.description, t.c.category, t.c.price, t.c.currency,
+        t.c.id,
+        t.c.sku,
+        t.c.name,
+        t.c.description,
+        t.c.category,
+        t.c.price,
+        t.c.currency,
         func.coalesce(t.c.attributes, literal_column("'{}'::jsonb")).label("attributes"),
         t.c.image_url,
-    ]  # fmt: skip
+    ]
 
 
 def _filter_clauses(catalog: Catalog, filters: Filters) -> list[ColumnElement[bool]]:
@@ -127,6 +135,9 @@ def vector_statement(catalog: Catalog, query: VectorQuery, filters: Filters, pag
     column = t.c[query.column.value]
     distance = column.cosine_distance(query.vector)
     where = [column.is_not(None), *_filter_clauses(catalog, filters)]
+    if query.model_id is not None:
+        model_column = t.c.image_model if query.column is VectorColumn.CLIP else t.c.fallback_model
+        where.append(model_column == query.model_id)
     if query.exclude_sku is not None:
         where.append(t.c.sku != query.exclude_sku)
     return (
@@ -154,10 +165,12 @@ def text_statement(catalog: Catalog, query: TextQuery, filters: Filters, page: P
 
 def stored_vector(
     conn: Connection, catalog: Catalog, sku: str
-) -> tuple[np.ndarray | None, np.ndarray | None] | None:
-    """A product's stored (CLIP, fallback) vectors, or None when the sku does not exist."""
+) -> tuple[np.ndarray | None, np.ndarray | None, str | None] | None:
+    """A product's stored (CLIP vector, fallback vector, CLIP model id), or None for an unknown sku."""
     t = catalog.sa_table
-    row = conn.execute(select(t.c.image_embedding, t.c.fallback_embedding).where(t.c.sku == sku)).first()
+    row = conn.execute(
+        select(t.c.image_embedding, t.c.fallback_embedding, t.c.image_model).where(t.c.sku == sku)
+    ).first()
     if row is None:
         return None
-    return row[0], row[1]
+    return row[0], row[1], row[2]

@@ -22,8 +22,12 @@ def database_health(state: AppState) -> dict[str, Any]:
 
 
 def health_report(state: AppState) -> tuple[bool, dict[str, Any]]:
-    """Return (search can be served, per-component report)."""
-    components = {"database": database_health(state)}
-    serving = components["database"]["status"] == "ok"
-    overall = "ok" if serving else "down"
-    return serving, {"status": overall, "components": components}
+    """Return (search can be served, report). Degraded = serving, but not at full strength."""
+    components = {"database": database_health(state), **state.hub.health(), "cache": state.cache.health()}
+    database_up = components["database"]["status"] == "ok"
+    # Text search always has full-text; image search needs one of the two image encoders.
+    image_search = components["clip"]["status"] == "ok" or components["fallback_encoder"]["status"] == "ok"
+    serving = database_up and image_search
+    healthy = serving and all(c["status"] == "ok" for c in components.values())
+    status = "ok" if healthy else "degraded" if serving else "down"
+    return serving, {"status": status, "components": components}

@@ -8,11 +8,8 @@ from collections.abc import Callable
 
 from fastapi.testclient import TestClient
 
-from api.db.catalog import Catalog
-from api.db.engine import Database
-from api.main import create_app
+from api.main import build_state, create_app
 from api.settings import Settings
-from api.state import AppState
 from tests.support import LOOKALIKE, REPO_ROOT, clean_env, free_port, wait_for_http
 
 
@@ -42,7 +39,7 @@ def test_serve_answers_health_with_database_and_pgvector_versions(create_databas
 
 def test_health_is_503_when_the_database_is_gone(make_settings: Callable[..., Settings]) -> None:
     settings = make_settings(database_url=f"postgresql://nobody@127.0.0.1:{free_port()}/none")
-    state = AppState(settings=settings, database=Database(settings), catalog=Catalog.from_settings(settings))
+    state = build_state(settings, migrate_database=False, load_models=False)
     with TestClient(create_app(settings, state)) as client:
         response = client.get("/api/v1/health")
     assert response.status_code == 503

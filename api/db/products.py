@@ -1,0 +1,167 @@
+"""Product rows: reads, upserts, partial updates, deletes and embedding writes (SQL in one place)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Connection, delete, func, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+
+from api.db.catalog import Catalog
+
+CATALOG_FIELDS = ("name", "description", "category", "price", "currency", "attributes", "image_url")
+
+
+@dataclass(frozen=True)
+class Product:
+    id: int
+    sku: str
+    name: str | None
+    description: str | None
+    category: str | None
+    price: Decimal | None
+    currency: str | None
+    attributes: dict[str, Any]
+    image_url: str | None
+    created_at: datetime | None
+    updated_at: datetime | None
+    image_model: str | None
+    fallback_model: str | None
+    image_sha256: str | None
+    embedded_at: datetime | None
+    embed_error: str | None
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """What one image turned into; either vector may be missing when its model is unavailable."""
+
+    image_sha256: str
+    clip: np.ndarray | None = None
+    clip_model: str | None = None
+    fallback: np.ndarray | None = None
+    fallback_model: str | None = None
+
+
+def _product_columns(catalog: Catalog) -> list[Any]:
+    t = catalog.sa_table
+    return [
+        t.c.id,
+        t.c.sku,
+        t.c.name,
+        t.c.description,
+        t.c.category,
+        t.c.price,
+        t.c.currency,
+        func.coalesce(t.c.attributes, text("'{}'::jsonb")).label("attributes"),
+        t.c.image_url,
+        t.c.created_at,
+        t.c.updated_at,
+        t.c.image_model,
+        t.c.fallback_model,
+        t.c.image_sha256,
+        t.c.embedded_at,
+        t.c.embed_error,
+    ]
+
+
+def get_product(conn: Connection, catalog: Catalog, sku: str) -> Product | None:
+    row = (
+        conn.execute(select(*_product_columns(catalog)).where(catalog.sa_table.c.sku == sku))
+        .mappings()
+        .first()
+    )
+    return Product(**row) if row else None
+
+
+def upsert_product(conn: Connection, catalog: Catalog, sku: str, fields: dict[str, Any]) -> tuple[int, bool]:
+    """Insert or update by sku; returns (id, created). Only the given catalog fields change on update."""
+    t = catalog.sa_table
+    values = {k: v for k, v in fields.items() if k in CATALOG_FIELDS}
+    statement = insert(t).values(sku=sku, **values)
+    statement = statement.on_conflict_do_update(
+        index_elements=[t.c.sku],
+        set_={**{k: statement.excluded[k] for k in values}, "updated_at": func.now()},
+    ).returning(t.c.id, text("(xmax = 0) AS created"))
+    row = conn.execute(statement).one()
+    return int(row.id), bool(row.created)
+
+
+def update_product(conn: Connection, catalog: Catalog, sku: str, fields: dict[str, Any]) -> int | None:
+    """Change the given catalog fields; returns the id, or None if the sku does not exist."""
+    t = catalog.sa_table
+    values = {k: v for k, v in fields.items() if k in CATALOG_FIELDS}
+    statement = update(t).where(t.c.sku == sku).values(**values, updated_at=func.now()).returning(t.c.id)
+    return conn.execute(statement).scalar()
+
+
+def delete_product(conn: Connection, catalog: Catalog, sku: str) -> bool:
+    t = catalog.sa_table
+    return conn.execute(delete(t).where(t.c.sku == sku).returning(t.c.id)).first() is not None
+
+
+def write_embeddings(conn: Connection, catalog: Catalog, product_id: int, embeddings: Embeddings) -> None:
+    """Store both vectors with the ids of the models that made them, and clear any earlier error."""
+    t = catalog.sa_table
+    conn.execute(
+        update(t)
+        .where(t.c.id == product_id)
+        .values(
+            image_embedding=embeddings.clip,
+            image_model=embeddings.clip_model,
+            fallback_embedding=embeddings.fallback,
+            fallback_model=embeddings.fallback_model,
+            image_sha256=embeddings.image_sha256,
+            embedded_at=func.now(),
+            embed_error=None,
+        )
+    )
+
+
+def clear_embeddings(conn: Connection, catalog: Catalog, product_id: int) -> None:
+    """The image changed or went away: old vectors would describe the wrong picture."""
+    t = catalog.sa_table
+    conn.execute(
+        update(t)
+        .where(t.c.id == product_id)
+        .values(
+            image_embedding=None,
+            image_model=None,
+            fallback_embedding=None,
+            fallback_model=None,
+            image_sha256=None,
+            embedded_at=None,
+            embed_error=None,
+        )
+    )
+
+
+def record_embed_error(conn: Connection, catalog: Catalog, product_id: int, reason: str) -> None:
+    t = catalog.sa_table
+    conn.execute(update(t).where(t.c.id == product_id).values(embed_error=reason, embedded_at=func.now()))
+
+
+def catalog_version(conn: Connection, catalog: Catalog) -> int:
+    """The counter the catalog's write trigger bumps; part of every cached result's key."""
+    return int(
+        conn.execute(
+            text(f'SELECT version FROM "{catalog.schema}".lookalike_catalog_state WHERE table_name = :t'),
+            {"t": catalog.table},
+        ).scalar()
+        or 0
+    )
+
+
+def categories(conn: Connection, catalog: Catalog) -> list[tuple[str, int]]:
+    t = catalog.sa_table
+    rows = conn.execute(
+        select(t.c.category, func.count())
+        .where(t.c.category.is_not(None))
+        .group_by(t.c.category)
+        .order_by(t.c.category)
+    )
+    return [(str(c), int(n)) for c, n in rows]

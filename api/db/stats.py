@@ -1,0 +1,66 @@
+"""Catalog statistics: embedding coverage per model, failures, index sizes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, text
+
+from api.db.catalog import Catalog
+
+
+def embedding_stats(
+    conn: Connection, catalog: Catalog, clip_model: str, fallback_model: str
+) -> dict[str, Any]:
+    row = conn.execute(
+        text(
+            f"""
+            SELECT count(*) AS products,
+                   count(*) FILTER (WHERE image_embedding IS NOT NULL AND image_model = :clip) AS clip_current,
+                   count(*) FILTER (WHERE image_embedding IS NOT NULL AND image_model IS DISTINCT FROM :clip)
+                       AS clip_stale,
+                   count(*) FILTER (WHERE image_embedding IS NULL) AS clip_missing,
+                   count(*) FILTER (WHERE fallback_embedding IS NOT NULL AND fallback_model = :fb) AS fb_current,
+                   count(*) FILTER (WHERE fallback_embedding IS NOT NULL AND fallback_model IS DISTINCT FROM :fb)
+                       AS fb_stale,
+                   count(*) FILTER (WHERE fallback_embedding IS NULL) AS fb_missing,
+                   count(*) FILTER (WHERE embed_error IS NOT NULL) AS failed,
+                   count(*) FILTER (WHERE image_url IS NULL) AS without_image
+            FROM {catalog.qualified}
+            """
+        ),
+        {"clip": clip_model, "fb": fallback_model},
+    ).one()
+    sizes = conn.execute(
+        text(
+            "SELECT c.relname, pg_relation_size(c.oid) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = :schema AND c.relname = ANY(:names)"
+        ),
+        {"schema": catalog.schema, "names": [catalog.image_index, catalog.fallback_index, catalog.table]},
+    ).all()
+    size_of = {name: int(size) for name, size in sizes}
+    return {
+        "products": row.products,
+        "without_image": row.without_image,
+        "failed": row.failed,
+        "models": {
+            "clip": {
+                "model": clip_model,
+                "embedded": row.clip_current,
+                "stale": row.clip_stale,
+                "missing": row.clip_missing,
+            },
+            "fallback": {
+                "model": fallback_model,
+                "embedded": row.fb_current,
+                "stale": row.fb_stale,
+                "missing": row.fb_missing,
+            },
+        },
+        "sizes_bytes": {
+            "table": size_of.get(catalog.table, 0),
+            "image_embedding_hnsw": size_of.get(catalog.image_index, 0),
+            "fallback_embedding_hnsw": size_of.get(catalog.fallback_index, 0),
+        },
+    }

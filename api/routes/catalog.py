@@ -1,0 +1,51 @@
+"""Public catalog facts the UI needs (categories for filters), stats for admins, and product images."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import FileResponse
+
+from api.db.products import categories
+from api.db.stats import embedding_stats
+from api.errors import RequestError
+from api.routes.auth import require_admin
+from api.state import AppState, app_state
+
+router = APIRouter(tags=["catalog"])
+
+
+@router.get("/api/v1/categories")
+def list_categories(state: AppState = Depends(app_state)) -> dict[str, Any]:
+    with state.database.engine.connect() as conn:
+        rows = categories(conn, state.catalog)
+    return {"categories": [{"name": name, "count": count} for name, count in rows]}
+
+
+@router.get("/api/v1/stats", dependencies=[Depends(require_admin)])
+def stats(state: AppState = Depends(app_state)) -> dict[str, Any]:
+    with state.database.engine.connect() as conn:
+        catalog = embedding_stats(conn, state.catalog, state.hub.clip_model_id, state.hub.mobilenet_model_id)
+    cache = state.cache
+    lookups = cache.hits + cache.misses
+    return {
+        **catalog,
+        "cache": {
+            **cache.health(),
+            "hits": cache.hits,
+            "misses": cache.misses,
+            "hit_rate": round(cache.hits / lookups, 4) if lookups else None,
+        },
+        **state.metrics.summary(),
+    }
+
+
+@router.get("/api/v1/images/{path:path}", include_in_schema=True)
+def product_image(path: str, state: AppState = Depends(app_state)) -> FileResponse:
+    """Serve a product image stored under the media dir (uploads and relative image paths)."""
+    root = state.settings.media_dir.resolve()
+    file = (root / path).resolve()
+    if not file.is_relative_to(root) or not file.is_file():
+        raise RequestError(404, "image_not_found", f"no image at {path!r}")
+    return FileResponse(file, headers={"Cache-Control": "public, max-age=86400"})

@@ -1,0 +1,118 @@
+"""Search endpoints: JSON, multipart upload (for ``curl -F``), and "more like this"."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
+from fastapi.concurrency import run_in_threadpool
+
+from api.db.search import Filters, Page
+from api.errors import RequestError
+from api.schemas import SearchFilters, SearchRequest, SearchResponse
+from api.services.image_input import decode_base64_image, image_from_url, read_upload
+from api.services.search import SearchQuery, SearchResult
+from api.state import AppState, app_state
+
+router = APIRouter(tags=["search"])
+
+
+def to_filters(filters: SearchFilters) -> Filters:
+    return Filters(
+        categories=filters.categories(),
+        price_min=filters.price_min,
+        price_max=filters.price_max,
+        attributes=filters.attributes or {},
+    )
+
+
+def to_response(result: SearchResult, page: Page) -> dict[str, Any]:
+    results = [{**hit, "similarity": round(hit["score"] * 100, 2)} for hit in result.hits]
+    full_page = len(results) == page.top_k
+    return {
+        "mode": result.mode.value,
+        "cached": result.cached,
+        "fallback_reason": result.fallback_reason,
+        "timing": result.timing,
+        "count": len(results),
+        "top_k": page.top_k,
+        "offset": page.offset,
+        "next_offset": page.offset + page.top_k if full_page else None,
+        "results": results,
+    }
+
+
+@router.post("/api/v1/search", response_model=SearchResponse)
+def search(body: SearchRequest, state: AppState = Depends(app_state)) -> dict[str, Any]:
+    image = None
+    if body.image is not None:
+        image = decode_base64_image(body.image, state.settings.max_upload_bytes)
+    elif body.image_url is not None:
+        image = image_from_url(body.image_url, state.settings)
+    page = Page(body.top_k, body.offset, body.score_threshold)
+    query = SearchQuery(image, body.text, body.alpha, to_filters(body.filters), page)
+    return to_response(state.search.search(query), page)
+
+
+def _form_filters(
+    category: list[str] | None, price_min: str | None, price_max: str | None, attributes: str | None
+) -> SearchFilters:
+    try:
+        parsed_attributes = json.loads(attributes) if attributes else None
+    except json.JSONDecodeError as exc:
+        raise RequestError(422, "invalid_request", f"attributes: not valid JSON ({exc.msg})") from exc
+    if parsed_attributes is not None and not isinstance(parsed_attributes, dict):
+        raise RequestError(422, "invalid_request", "attributes: must be a JSON object")
+    try:
+        return SearchFilters(
+            category=category or None,
+            price_min=Decimal(price_min) if price_min else None,
+            price_max=Decimal(price_max) if price_max else None,
+            attributes=parsed_attributes,
+        )
+    except InvalidOperation as exc:
+        raise RequestError(422, "invalid_request", "price_min/price_max: not a number") from exc
+    except ValueError as exc:  # pydantic's ValidationError, e.g. price_min > price_max
+        raise RequestError(422, "invalid_request", str(exc).splitlines()[-1].strip()) from exc
+
+
+@router.post("/api/v1/search/image", response_model=SearchResponse)
+async def search_image(
+    file: Annotated[UploadFile, File(description="the query image")],
+    text: Annotated[str | None, Form(max_length=512)] = None,
+    alpha: Annotated[float, Form(ge=0, le=1)] = 0.5,
+    top_k: Annotated[int, Form(ge=1, le=100)] = 12,
+    offset: Annotated[int, Form(ge=0, le=10_000)] = 0,
+    score_threshold: Annotated[float | None, Form(ge=-1, le=1)] = None,
+    category: Annotated[list[str] | None, Form()] = None,
+    price_min: Annotated[str | None, Form()] = None,
+    price_max: Annotated[str | None, Form()] = None,
+    attributes: Annotated[str | None, Form(description='JSON object, e.g. {"color": "red"}')] = None,
+    state: AppState = Depends(app_state),
+) -> dict[str, Any]:
+    image = await read_upload(file, state.settings.max_upload_bytes)
+    filters = _form_filters(category, price_min, price_max, attributes)
+    page = Page(top_k, offset, score_threshold)
+    query = SearchQuery(image, text, alpha, to_filters(filters), page)
+    result = await run_in_threadpool(state.search.search, query)
+    return to_response(result, page)
+
+
+@router.get("/api/v1/products/{sku}/similar", response_model=SearchResponse)
+def similar(
+    sku: str,
+    top_k: Annotated[int, Query(ge=1, le=100)] = 12,
+    offset: Annotated[int, Query(ge=0, le=10_000)] = 0,
+    category: Annotated[list[str] | None, Query()] = None,
+    price_min: Annotated[Decimal | None, Query(ge=0)] = None,
+    price_max: Annotated[Decimal | None, Query(ge=0)] = None,
+    state: AppState = Depends(app_state),
+) -> dict[str, Any]:
+    try:
+        filters = SearchFilters(category=category or None, price_min=price_min, price_max=price_max)
+    except ValueError as exc:
+        raise RequestError(422, "invalid_request", str(exc).splitlines()[-1].strip()) from exc
+    page = Page(top_k, offset)
+    return to_response(state.search.similar(sku, to_filters(filters), page), page)

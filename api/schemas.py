@@ -1,0 +1,154 @@
+"""Request and response bodies of the public API (what /docs shows)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SKU_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
+
+
+class Strict(BaseModel):
+    """Unknown keys are a 422, not silently ignored: a typo in a filter must not widen results."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class SearchFilters(Strict):
+    category: str | list[str] | None = Field(default=None, description="one category or a list of them")
+    price_min: Decimal | None = Field(default=None, ge=0)
+    price_max: Decimal | None = Field(default=None, ge=0)
+    attributes: dict[str, Any] | None = Field(
+        default=None, description='JSON containment, e.g. {"color": "red"}', examples=[{"color": "red"}]
+    )
+
+    @model_validator(mode="after")
+    def _price_range(self) -> Self:
+        if self.price_min is not None and self.price_max is not None and self.price_min > self.price_max:
+            raise ValueError("price_min must not be greater than price_max")
+        return self
+
+    def categories(self) -> tuple[str, ...]:
+        if self.category is None:
+            return ()
+        return (self.category,) if isinstance(self.category, str) else tuple(self.category)
+
+
+class SearchRequest(Strict):
+    image: str | None = Field(default=None, description="base64 image bytes, or a data: URL")
+    image_url: str | None = Field(default=None, max_length=2048)
+    text: str | None = Field(default=None, max_length=512)
+    alpha: float = Field(
+        default=0.5, ge=0, le=1, description="hybrid weight of the image (text gets 1 - alpha)"
+    )
+    top_k: int = Field(default=12, ge=1, le=100)
+    offset: int = Field(default=0, ge=0, le=10_000)
+    score_threshold: float | None = Field(default=None, ge=-1, le=1)
+    filters: SearchFilters = Field(default_factory=SearchFilters)
+
+    @model_validator(mode="after")
+    def _one_query(self) -> Self:
+        if self.image is not None and self.image_url is not None:
+            raise ValueError("give either image or image_url, not both")
+        if self.image is None and self.image_url is None and not (self.text and self.text.strip()):
+            raise ValueError("give an image, an image_url or a text query")
+        return self
+
+
+class Timing(BaseModel):
+    decode: float | None = None
+    cache: float | None = None
+    encode: float | None = None
+    search: float | None = None
+    total: float
+
+
+class SearchHit(BaseModel):
+    id: int
+    sku: str
+    name: str | None
+    description: str | None
+    category: str | None
+    price: float | None
+    currency: str | None
+    attributes: dict[str, Any]
+    image_url: str | None
+    score: float = Field(description="cosine similarity (vector modes) or normalised text rank")
+    similarity: float = Field(description="score as a percentage")
+
+
+class SearchResponse(BaseModel):
+    mode: str = Field(description="clip, hybrid, mobilenet_fallback or fulltext_fallback")
+    cached: bool
+    fallback_reason: str | None = None
+    timing: Timing
+    count: int
+    top_k: int
+    offset: int
+    next_offset: int | None = Field(
+        description="offset of the next page, or null when this page was the last"
+    )
+    results: list[SearchHit]
+
+
+class ProductIn(Strict):
+    sku: str = Field(pattern=SKU_PATTERN)
+    name: str = Field(default="", max_length=500)
+    description: str = Field(default="", max_length=20_000)
+    category: str | None = Field(default=None, max_length=200)
+    price: Decimal | None = Field(default=None, ge=0, max_digits=12, decimal_places=2)
+    currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    image_url: str | None = Field(default=None, max_length=2048)
+    image: str | None = Field(
+        default=None, description="base64 image bytes or a data: URL (instead of image_url)"
+    )
+
+
+class ProductPatch(Strict):
+    name: str | None = Field(default=None, max_length=500)
+    description: str | None = Field(default=None, max_length=20_000)
+    category: str | None = Field(default=None, max_length=200)
+    price: Decimal | None = Field(default=None, ge=0, max_digits=12, decimal_places=2)
+    currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
+    attributes: dict[str, Any] | None = None
+    image_url: str | None = Field(default=None, max_length=2048)
+
+    @field_validator("name", "currency", "attributes")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("may be changed but not set to null")
+        return value
+
+
+class ProductOut(BaseModel):
+    id: int
+    sku: str
+    name: str | None
+    description: str | None
+    category: str | None
+    price: float | None
+    currency: str | None
+    attributes: dict[str, Any]
+    image_url: str | None
+    created_at: datetime | None
+    updated_at: datetime | None
+    image_model: str | None
+    fallback_model: str | None
+    image_sha256: str | None
+    embedded_at: datetime | None
+    embed_error: str | None
+
+
+class FindSimilarRequest(BaseModel):
+    """The request shape many shop front-ends already send (camelCase)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    image: str
+    top_k: int = Field(default=12, ge=1, le=100, alias="topK")
+    score_threshold: float | None = Field(default=None, ge=-1, le=1, alias="scoreThreshold")

@@ -1,0 +1,85 @@
+"""Query and product images arrive as base64, a URL or an upload; all become bounded bytes here."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+
+from fastapi import UploadFile
+
+from api.errors import RequestError
+from api.services.fetch import FetchPolicy, fetch_image
+from api.settings import Settings
+
+
+def fetch_policy(settings: Settings) -> FetchPolicy:
+    return FetchPolicy(
+        max_bytes=settings.max_upload_bytes,
+        allow_private=settings.allow_private_urls,
+        image_root=settings.media_dir,
+    )
+
+
+def too_large(size: int, limit: int) -> RequestError:
+    return RequestError(413, "file_too_large", f"the image is {size:,} bytes; the limit is {limit:,} bytes")
+
+
+def decode_base64_image(value: str, max_bytes: int) -> bytes:
+    """Accept raw base64 or a ``data:image/...;base64,`` URL; check the size before decoding."""
+    payload = value.strip()
+    if payload.startswith("data:"):
+        header, _, payload = payload.partition(",")
+        if ";base64" not in header:
+            raise RequestError(
+                400, "invalid_base64", "data URLs must be base64-encoded (data:image/...;base64,...)"
+            )
+    payload = "".join(payload.split())
+    if not payload:
+        raise RequestError(400, "empty_image", "the image is empty")
+    estimated = len(payload) * 3 // 4
+    if estimated > max_bytes + 3:
+        raise too_large(estimated, max_bytes)
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise RequestError(400, "invalid_base64", f"the image is not valid base64: {exc}") from exc
+    if not data:
+        raise RequestError(400, "empty_image", "the image is empty")
+    if len(data) > max_bytes:
+        raise too_large(len(data), max_bytes)
+    return data
+
+
+async def read_upload(upload: UploadFile, max_bytes: int) -> bytes:
+    """Read at most one byte past the limit, so a huge upload is refused without buffering it all."""
+    data = await upload.read(max_bytes + 1)
+    if not data:
+        raise RequestError(400, "empty_image", "the uploaded file is empty")
+    if len(data) > max_bytes:
+        raise too_large(upload.size or len(data), max_bytes)
+    return data
+
+
+def image_from_url(url: str, settings: Settings) -> bytes:
+    return fetch_image(url, fetch_policy(settings))
+
+
+UPLOAD_DIR = "uploads"
+EXTENSIONS = {b"\xff\xd8\xff": "jpg", b"\x89PNG": "png", b"GIF8": "gif", b"RIFF": "webp", b"BM": "bmp"}
+
+
+def save_image(data: bytes, settings: Settings) -> str:
+    """Store uploaded image bytes under the media dir by content hash; return the relative path.
+
+    Content addressing makes retries idempotent and lets identical photos share one file.
+    """
+    extension = next((ext for magic, ext in EXTENSIONS.items() if data.startswith(magic)), "img")
+    relative = f"{UPLOAD_DIR}/{hashlib.sha256(data).hexdigest()}.{extension}"
+    path = settings.media_dir / relative
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(path.suffix + ".partial")
+        partial.write_bytes(data)
+        partial.replace(path)  # atomic: a crash never leaves a half-written image behind
+    return relative

@@ -1,0 +1,99 @@
+"""Product writes that embed the image first: a bad image means nothing is written."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from api.db.catalog import Catalog
+from api.db.engine import Database
+from api.db.products import (
+    Embeddings,
+    Product,
+    clear_embeddings,
+    delete_product,
+    get_product,
+    update_product,
+    upsert_product,
+    write_embeddings,
+)
+from api.db.search import stored_vector
+from api.errors import RequestError
+from api.services.embedding import embed_images, sha256_hex
+from api.services.encoders import EncoderHub
+from api.settings import Settings
+from encoder.errors import InvalidImageError
+
+
+def not_found(sku: str) -> RequestError:
+    return RequestError(404, "product_not_found", f"no product with sku {sku!r}")
+
+
+class ProductService:
+    def __init__(self, settings: Settings, database: Database, catalog: Catalog, hub: EncoderHub) -> None:
+        self.settings = settings
+        self.database = database
+        self.catalog = catalog
+        self.hub = hub
+
+    def get(self, sku: str) -> Product:
+        with self.database.engine.connect() as conn:
+            product = get_product(conn, self.catalog, sku)
+        if product is None:
+            raise not_found(sku)
+        return product
+
+    def upsert(self, sku: str, fields: dict[str, Any], image: bytes | None) -> tuple[Product, bool]:
+        """Create or replace by sku. The image (if any) is embedded before the transaction opens."""
+        embeddings = self._embed(sku, image) if image is not None else None
+        with self.database.engine.begin() as conn:
+            product_id, created = upsert_product(conn, self.catalog, sku, fields)
+            if embeddings is not None:
+                write_embeddings(conn, self.catalog, product_id, embeddings)
+            elif "image_url" in fields and not created:
+                clear_embeddings(conn, self.catalog, product_id)  # the old vectors describe the old image
+            product = get_product(conn, self.catalog, sku)
+        assert product is not None
+        return product, created
+
+    def patch(self, sku: str, fields: dict[str, Any], image: bytes | None) -> Product:
+        embeddings = self._embed(sku, image) if image is not None else None
+        with self.database.engine.begin() as conn:
+            product_id = update_product(conn, self.catalog, sku, fields)
+            if product_id is None:
+                raise not_found(sku)
+            if embeddings is not None:
+                write_embeddings(conn, self.catalog, product_id, embeddings)
+            product = get_product(conn, self.catalog, sku)
+        assert product is not None
+        return product
+
+    def delete(self, sku: str) -> None:
+        with self.database.engine.begin() as conn:
+            if not delete_product(conn, self.catalog, sku):
+                raise not_found(sku)
+
+    def _embed(self, sku: str, image: bytes) -> Embeddings:
+        current = self._current_embeddings(sku, image)
+        if current is not None:
+            return current
+        (result,) = embed_images(self.hub, [image], self.settings.max_image_pixels)
+        if isinstance(result, InvalidImageError):
+            raise result
+        return result
+
+    def _current_embeddings(self, sku: str, image: bytes) -> Embeddings | None:
+        """A retried upsert of the same image by the same models needs no second forward pass."""
+        with self.database.engine.connect() as conn:
+            product = get_product(conn, self.catalog, sku)
+            if product is None or product.image_sha256 != sha256_hex(image):
+                return None
+            if (
+                product.image_model != self.hub.clip_model_id
+                or product.fallback_model != self.hub.mobilenet_model_id
+            ):
+                return None
+            vectors = stored_vector(conn, self.catalog, sku)
+        assert vectors is not None
+        return Embeddings(
+            product.image_sha256, vectors[0], product.image_model, vectors[1], product.fallback_model
+        )

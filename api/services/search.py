@@ -1,0 +1,297 @@
+"""Search orchestration: decode → cache → encode → one SQL query, with graceful fallback.
+
+The mode ladder is the product's promise: image queries go CLIP → MobileNetV2, text queries
+CLIP → PostgreSQL full-text, image+text hybrid → MobileNetV2 on the image. Each response names
+the mode that served it and why it fell back. Result keys carry the catalog version, so no
+result survives a catalog change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from api.db.catalog import Catalog
+from api.db.engine import Database
+from api.db.products import catalog_version
+from api.db.search import Filters, Hit, Page, TextQuery, VectorColumn, VectorQuery, search, stored_vector
+from api.errors import RequestError
+from api.services.cache import Cache
+from api.services.embedding import sha256_hex
+from api.services.encoders import EncoderHub, stored_model_id
+from api.services.metrics import Metrics, StageTimer
+from api.services.products import not_found
+from api.settings import Settings
+from encoder.client import RemoteEncoder
+from encoder.errors import EncoderUnavailableError
+from encoder.images import decode_image
+
+CACHE_PREFIX = "lookalike:v1"
+
+
+class Mode(StrEnum):
+    CLIP = "clip"
+    HYBRID = "hybrid"
+    MOBILENET = "mobilenet_fallback"
+    FULLTEXT = "fulltext_fallback"
+
+
+class NothingCanServeError(Exception):
+    """No encoder or index can answer this query (e.g. CLIP down and MobileNet down for an image)."""
+
+
+class ProductNotFoundError(Exception):
+    pass
+
+
+class NotEmbeddedError(Exception):
+    """ "More like this" for a product whose image has no embedding yet."""
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    image: bytes | None
+    text: str | None
+    alpha: float
+    filters: Filters
+    page: Page
+
+
+@dataclass
+class SearchResult:
+    mode: Mode
+    hits: list[dict[str, Any]]
+    cached: bool
+    timing: dict[str, float]
+    fallback_reason: str | None = None
+
+
+def hit_to_dict(hit: Hit) -> dict[str, Any]:
+    data = asdict(hit)
+    data["price"] = float(hit.price) if isinstance(hit.price, Decimal) else hit.price
+    data["score"] = round(float(hit.score), 6)
+    return data
+
+
+class SearchService:
+    def __init__(
+        self,
+        settings: Settings,
+        database: Database,
+        catalog: Catalog,
+        hub: EncoderHub,
+        cache: Cache,
+        metrics: Metrics,
+    ) -> None:
+        self.settings = settings
+        self.database = database
+        self.catalog = catalog
+        self.hub = hub
+        self.cache = cache
+        self.metrics = metrics
+
+    # --- public ------------------------------------------------------------------------
+
+    def search(self, query: SearchQuery) -> SearchResult:
+        timer = StageTimer()
+        image: Image.Image | None = None
+        image_sha = None
+        if query.image is not None:
+            with timer.stage("decode"):
+                image_sha = sha256_hex(query.image)
+                image = decode_image(
+                    query.image, max_pixels=self.settings.max_image_pixels, target_size=self.hub.decode_size
+                )
+        text = query.text.strip() if query.text else None
+        if image is not None and text:
+            ladder = [Mode.HYBRID, Mode.MOBILENET]
+        elif image is not None:
+            ladder = [Mode.CLIP, Mode.MOBILENET]
+        else:
+            ladder = [Mode.CLIP, Mode.FULLTEXT]
+
+        with timer.stage("cache"):
+            version = self._catalog_version()
+        reasons: list[str] = []
+        for mode in ladder:
+            try:
+                model_id = self._model_id(mode)
+                key = self._result_key(mode, model_id, image_sha, text, query, version)
+                with timer.stage("cache"):
+                    cached = self.cache.get(key)
+                if cached is not None:
+                    return self._finish(mode, json.loads(cached), True, timer, reasons)
+                with timer.stage("encode"):
+                    vector_query = self._vector_query(mode, model_id, query, image, image_sha, text)
+            except EncoderUnavailableError as exc:
+                reasons.append(f"{mode.value}: {exc}")
+                continue
+            with timer.stage("search"), self.database.engine.begin() as conn:
+                hits = [
+                    hit_to_dict(h)
+                    for h in search(conn, self.catalog, vector_query, query.filters, query.page)
+                ]
+            with timer.stage("cache"):
+                self.cache.set(key, json.dumps(hits).encode(), self.settings.cache_ttl_s)
+            return self._finish(mode, hits, False, timer, reasons)
+        raise NothingCanServeError("; ".join(reasons))
+
+    def similar(self, sku: str, filters: Filters, page: Page) -> SearchResult:
+        """ "More like this" from the stored vectors: no encoding at all."""
+        timer = StageTimer()
+        with timer.stage("cache"):
+            version = self._catalog_version()
+        key = self._key(
+            "similar",
+            sku,
+            self.hub.clip_model_id,
+            json.dumps(_filters_key(filters)),
+            page.top_k,
+            page.offset,
+            page.score_threshold,
+            version,
+        )
+        with timer.stage("cache"):
+            cached = self.cache.get(key)
+        if cached is not None:
+            payload = json.loads(cached)
+            return self._finish(Mode(payload["mode"]), payload["hits"], True, timer, [])
+        with timer.stage("search"), self.database.engine.begin() as conn:
+            vectors = stored_vector(conn, self.catalog, sku)
+            if vectors is None:
+                raise not_found(sku)
+            clip_vector, fallback_vector, clip_model = vectors
+            if clip_vector is not None and clip_model == self.hub.clip_model_id:
+                mode = Mode.CLIP
+                vq = VectorQuery(VectorColumn.CLIP, np.asarray(clip_vector), self.hub.clip_model_id, sku)
+            elif fallback_vector is not None:
+                mode = Mode.MOBILENET
+                vq = VectorQuery(
+                    VectorColumn.FALLBACK, np.asarray(fallback_vector), self.hub.mobilenet_model_id, sku
+                )
+            else:
+                raise RequestError(409, "not_embedded", f"product {sku!r} has no image embedding yet")
+            hits = [hit_to_dict(h) for h in search(conn, self.catalog, vq, filters, page)]
+        with timer.stage("cache"):
+            payload = json.dumps({"mode": mode.value, "hits": hits}).encode()
+            self.cache.set(key, payload, self.settings.cache_ttl_s)
+        return self._finish(mode, hits, False, timer, [])
+
+    # --- steps -------------------------------------------------------------------------
+
+    def _finish(
+        self, mode: Mode, hits: list[dict[str, Any]], cached: bool, timer: StageTimer, reasons: list[str]
+    ) -> SearchResult:
+        timing = timer.report()
+        self.metrics.record(mode.value, timing)
+        return SearchResult(mode, hits, cached, timing, "; ".join(reasons) or None)
+
+    def _catalog_version(self) -> int:
+        with self.database.engine.connect() as conn:
+            return catalog_version(conn, self.catalog)
+
+    def _model_id(self, mode: Mode) -> str:
+        """The model a mode depends on; raises EncoderUnavailableError when it is down."""
+        if mode in (Mode.CLIP, Mode.HYBRID):
+            return stored_model_id(self.hub.clip())
+        if mode is Mode.MOBILENET:
+            return stored_model_id(self.hub.mobilenet())
+        return "fulltext"
+
+    def _vector_query(
+        self,
+        mode: Mode,
+        model_id: str,
+        query: SearchQuery,
+        image: Image.Image | None,
+        image_sha: str | None,
+        text: str | None,
+    ) -> VectorQuery | TextQuery:
+        if mode is Mode.FULLTEXT:
+            assert text is not None
+            return TextQuery(text)
+        if mode is Mode.MOBILENET:
+            assert image is not None and image_sha is not None
+            vector = self._image_vector(self.hub.mobilenet(), model_id, image, image_sha, query.image)
+            return VectorQuery(VectorColumn.FALLBACK, vector, model_id)
+        clip = self.hub.clip()
+        parts: list[np.ndarray] = []
+        weights: list[float] = []
+        if image is not None and image_sha is not None:
+            parts.append(self._image_vector(clip, model_id, image, image_sha, query.image))
+            weights.append(query.alpha if text else 1.0)
+        if text:
+            parts.append(self._text_vector(clip, model_id, text))
+            weights.append(1.0 - query.alpha if image is not None else 1.0)
+        vector = sum(w * p for w, p in zip(weights, parts, strict=True))
+        norm = float(np.linalg.norm(vector))
+        if norm > 0:
+            vector = vector / norm
+        return VectorQuery(VectorColumn.CLIP, np.asarray(vector, dtype=np.float32), model_id)
+
+    def _image_vector(
+        self, encoder: Any, model_id: str, image: Image.Image, image_sha: str, raw: bytes | None
+    ) -> np.ndarray:
+        key = self._key("emb", model_id, "img", image_sha)
+        cached = self.cache.get(key)
+        if cached is not None:
+            return np.frombuffer(cached, dtype=np.float32)
+        if isinstance(encoder, RemoteEncoder) and raw is not None:
+            vector = encoder.encode_image_bytes([raw])[0]
+        else:
+            vector = encoder.encode_images([image])[0]
+        self.cache.set(key, np.asarray(vector, dtype=np.float32).tobytes(), self.settings.cache_ttl_s)
+        return vector
+
+    def _text_vector(self, encoder: Any, model_id: str, text: str) -> np.ndarray:
+        key = self._key("emb", model_id, "txt", hashlib.sha256(text.encode()).hexdigest())
+        cached = self.cache.get(key)
+        if cached is not None:
+            return np.frombuffer(cached, dtype=np.float32)
+        vector = encoder.encode_texts([text])[0]
+        self.cache.set(key, np.asarray(vector, dtype=np.float32).tobytes(), self.settings.cache_ttl_s)
+        return vector
+
+    def _result_key(
+        self,
+        mode: Mode,
+        model_id: str,
+        image_sha: str | None,
+        text: str | None,
+        query: SearchQuery,
+        version: int,
+    ) -> str:
+        return self._key(
+            "result",
+            mode.value,
+            model_id,
+            image_sha,
+            hashlib.sha256((text or "").encode()).hexdigest(),
+            query.alpha if mode is Mode.HYBRID else None,
+            json.dumps(_filters_key(query.filters)),
+            query.page.top_k,
+            query.page.offset,
+            query.page.score_threshold,
+            self.catalog.qualified,
+            version,
+        )
+
+    def _key(self, *parts: object) -> str:
+        digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()
+        return f"{CACHE_PREFIX}:{parts[0]}:{digest}"
+
+
+def _filters_key(filters: Filters) -> dict[str, Any]:
+    return {
+        "categories": sorted(filters.categories),
+        "price_min": str(filters.price_min) if filters.price_min is not None else None,
+        "price_max": str(filters.price_max) if filters.price_max is not None else None,
+        "attributes": json.dumps(filters.attributes, sort_keys=True),
+    }
