@@ -69,22 +69,22 @@ class MicroBatcher(Generic[T]):
     async def _run(self) -> None:
         assert self._queue is not None
         queue = self._queue
-        loop = asyncio.get_running_loop()
         while True:
             jobs = [await queue.get()]
-            size = len(jobs[0].items)
-            deadline = loop.time() + self._max_wait_s
-            while size < self._max_batch:
-                remaining = deadline - loop.time()
-                try:
-                    job = queue.get_nowait() if remaining <= 0 else await asyncio.wait_for(
-                        queue.get(), remaining
-                    )
-                except (asyncio.QueueEmpty, TimeoutError):
-                    break
-                jobs.append(job)
-                size += len(job.items)
+            size = self._drain(queue, jobs, len(jobs[0].items))
+            if size < self._max_batch and self._max_wait_s > 0:
+                # One short sleep, then take what arrived: simpler than wait_for(queue.get()),
+                # whose cancellation can drop an item on Python 3.11.
+                await asyncio.sleep(self._max_wait_s)
+                self._drain(queue, jobs, size)
             await self._run_batch(jobs)
+
+    def _drain(self, queue: asyncio.Queue[_Job[T]], jobs: list[_Job[T]], size: int) -> int:
+        while size < self._max_batch and not queue.empty():
+            job = queue.get_nowait()
+            jobs.append(job)
+            size += len(job.items)
+        return size
 
     async def _run_batch(self, jobs: list[_Job[T]]) -> None:
         batch: list[T] = [item for job in jobs for item in job.items]

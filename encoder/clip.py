@@ -43,6 +43,7 @@ class ClipEncoder:
         self.device = device
         self.batch_size = batch_size
         self.weights_source = weights_source
+        self.supports_texts = True
         self.decode_size = _shortest_side(preprocess)
         """Shortest side the transforms resize to; decode_image may draft JPEGs down to it."""
         self._model = model

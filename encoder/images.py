@@ -16,7 +16,8 @@ from encoder.errors import InvalidImageError
 
 # Formats a product photo plausibly arrives in. Anything else PIL can parse (EPS needs
 # Ghostscript, PSD/ICNS/... are rarely well tested) is refused rather than trusted.
-ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+"""Plugin names for Image.open; multi-picture JPEGs (MPO) come through the JPEG plugin."""
 
 _WHITE = (255, 255, 255)
 

@@ -34,6 +34,7 @@ class MobileNetEncoder:
         self.device = device
         self.batch_size = batch_size
         self.weights_source = f"torchvision:{WEIGHTS.name}"
+        self.supports_texts = False
         self._transforms: Callable[[Image.Image], torch.Tensor] = WEIGHTS.transforms()
         self.decode_size = int(min(self._transforms.resize_size))
         """Shortest side the transforms resize to; decode_image may draft JPEGs down to it."""
