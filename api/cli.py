@@ -18,7 +18,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
 
     # Migrate and connect before binding the port, so a bad database fails the command, not request one.
     state = build_state(settings)
-    app = create_app(settings, state)
+    app = create_app(settings, state, embed_worker=True)
     try:
         uvicorn.run(app, host=args.host or settings.host, port=args.port or settings.port, log_level="info")
     finally:
@@ -63,6 +63,55 @@ def _db_current(args: argparse.Namespace, settings: Settings) -> None:
         database.dispose()
 
 
+def _ingest(args: argparse.Namespace, settings: Settings) -> None:
+    from pathlib import Path
+
+    from api.db import migrate
+    from api.db.engine import Database
+    from api.services.encoders import EncoderHub
+    from api.services.ingest.bulk import timed_ingest
+    from api.services.ingest.sources import file_items, folder_items
+    from api.services.ingest.worker import EmbeddingWorker
+
+    if args.embed_only == (args.source is not None):
+        raise LookalikeError("give a folder or a .csv/.jsonl products file, or --embed-only (not both)")
+    items = None
+    if args.source is not None:
+        source = Path(args.source)
+        if source.is_dir():
+            items = folder_items(source, category_from_folder=args.category_from_folder)
+        elif source.is_file() and source.suffix.lower() in (".csv", ".jsonl", ".ndjson", ".json"):
+            items = file_items(source)
+        else:
+            raise LookalikeError(f"{source} is not a folder, a .csv or a .jsonl file")
+    database = Database(settings)
+    hub = EncoderHub(settings)
+    worker = EmbeddingWorker(settings, database, hub, batch_size=args.batch_size)
+    try:
+        database.check()
+        migrate.upgrade(database)
+        hub.load()
+        tally, elapsed = timed_ingest(
+            worker, items, retry_failed=args.retry_failed, show_progress=not args.no_progress
+        )
+        print(tally.render(elapsed))
+    finally:
+        worker.close()
+        hub.close()
+        database.dispose()
+
+
+def _reembed(args: argparse.Namespace, settings: Settings) -> None:
+    from api.db.engine import Database
+    from api.services.ingest.reembed import reembed
+
+    database = Database(settings)
+    try:
+        print(reembed(database, args.model).instructions())
+    finally:
+        database.dispose()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lookalike", description="Visual product search on PostgreSQL.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -83,6 +132,25 @@ def build_parser() -> argparse.ArgumentParser:
     downgrade.set_defaults(handler=_db_downgrade)
     current = db_commands.add_parser("current", help="show server versions and the applied revision")
     current.set_defaults(handler=_db_current)
+
+    ingest = commands.add_parser(
+        "ingest", help="bulk-load products (folder of images, CSV, JSON Lines) and embed their images"
+    )
+    ingest.add_argument("source", nargs="?", help="a folder of images, or a .csv / .jsonl products file")
+    ingest.add_argument(
+        "--category-from-folder", action="store_true", help="folder ingest: category = first subfolder name"
+    )
+    ingest.add_argument("--embed-only", action="store_true", help="embed the rows already in the table")
+    ingest.add_argument("--retry-failed", action="store_true", help="retry images that failed before")
+    ingest.add_argument("--batch-size", type=int, help="images per batch (default LOOKALIKE_BATCH_SIZE)")
+    ingest.add_argument("--no-progress", action="store_true", help="no progress bar (summary only)")
+    ingest.set_defaults(handler=_ingest)
+
+    reembed = commands.add_parser(
+        "reembed", help="switch the CLIP model: resize the vector column if needed, mark vectors stale"
+    )
+    reembed.add_argument("--model", required=True, help="a CLIP model name, e.g. ViT-L-14__openai")
+    reembed.set_defaults(handler=_reembed)
     return parser
 
 

@@ -13,9 +13,10 @@ from api.db import migrate
 from api.db.catalog import Catalog
 from api.db.engine import Database
 from api.http_errors import install_error_handlers
-from api.routes import catalog, compat, health, products, search
+from api.routes import catalog, compat, health, products, search, web
 from api.services.cache import build_cache
 from api.services.encoders import EncoderHub
+from api.services.ingest.worker import start_embedding_worker
 from api.services.metrics import Metrics
 from api.services.products import ProductService
 from api.services.search import SearchService
@@ -60,16 +61,26 @@ def build_state(settings: Settings, *, migrate_database: bool = True, load_model
     )
 
 
-def create_app(settings: Settings | None = None, state: AppState | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, state: AppState | None = None, *, embed_worker: bool | None = None
+) -> FastAPI:
+    """``embed_worker``: run the background embedding worker (default: only when the app builds
+    its own state, i.e. a real server; tests that pass a state get no thread touching their rows)."""
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = state is None
         app.state.lookalike = state or build_state(settings)
+        worker = None
+        if embed_worker if embed_worker is not None else owned:
+            worker = start_embedding_worker(app.state.lookalike)
+        app.state.embedding_worker = worker
         try:
             yield
         finally:
+            if worker is not None:
+                worker.close()
             if owned:
                 app.state.lookalike.close()
 
@@ -80,6 +91,6 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (health, search, products, catalog, compat):
+    for module in (health, search, products, catalog, compat, web):
         app.include_router(module.router)
     return app

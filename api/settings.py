@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     encoder_url: str | None = None
     """Base URL of a ``lookalike encoder serve`` process; unset means encode in-process."""
     encoder_timeout_s: float = 5.0
+    encoder_circuit_failures: int = 3
+    """Consecutive encoder-service failures before the circuit opens (calls then fail instantly)."""
+    encoder_circuit_reset_s: float = 30.0
+    """How long an open circuit waits before letting one probe through."""
 
     # --- cache ----------------------------------------------------------------------------
     redis_url: str | None = Field(

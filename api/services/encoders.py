@@ -49,6 +49,8 @@ class EncoderHub:
                 "clip",
                 connect_timeout=min(1.0, settings.encoder_timeout_s),
                 read_timeout=settings.encoder_timeout_s,
+                failure_threshold=settings.encoder_circuit_failures,
+                reset_after_s=settings.encoder_circuit_reset_s,
             )
 
     def load(self) -> None:

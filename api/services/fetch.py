@@ -48,6 +48,9 @@ class FetchPolicy:
     read_timeout_s: float = 10.0
     retries: int = 2
     backoff_s: float = 0.3
+    trusted_hosts: frozenset[str] = frozenset()
+    """``host:port`` pairs exempt from the private-address check (an internal image CDN); redirects
+    away from them are checked as usual."""
 
 
 def looks_like_image(head: bytes) -> bool:
@@ -127,9 +130,9 @@ def _fetch_once(client: httpx.Client, url: str, policy: FetchPolicy) -> bytes:
         parts = urlsplit(current)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise FetchError("url_invalid", f"{current!r} is not an absolute http(s) URL")
-        check_host(
-            parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), policy.allow_private
-        )
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        trusted = f"{parts.hostname}:{port}" in policy.trusted_hosts
+        check_host(parts.hostname, port, policy.allow_private or trusted)
         try:
             with client.stream("GET", current) as response:
                 if response.is_redirect:

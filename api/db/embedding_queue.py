@@ -1,0 +1,211 @@
+"""The embedding work queue is the catalog table itself: SQL that finds, claims and finishes work.
+
+A row needs work when its image source changed since it was last embedded (``embed_source`` is
+not ``image_url``: new rows, edited URLs, rows reset by ingest or ``--retry-failed``), or when a
+vector is missing or was made by another model than the configured one. Rows whose last attempt
+failed are left alone until their source changes, so a dead URL is not downloaded forever.
+
+Claims are row locks (``FOR UPDATE SKIP LOCKED``) held by the claiming transaction while the
+batch is fetched and encoded. Concurrent workers skip each other's rows, and a worker that dies
+loses its connection, so PostgreSQL rolls back and releases its rows at once: no lease to expire.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pgvector.sqlalchemy import Vector
+from sqlalchemy import Connection, bindparam, text
+
+from api.db.catalog import Catalog
+
+# A hung worker (not a dead one: that is released at once) gives its rows back after this long.
+CLAIM_IDLE_TIMEOUT = "15min"
+
+
+@dataclass(frozen=True)
+class WantedModels:
+    """The model ids vectors must carry to count as current; None: that model is down, don't ask for it."""
+
+    clip: str | None
+    fallback: str | None
+
+
+@dataclass(frozen=True)
+class ClaimedRow:
+    id: int
+    sku: str
+    image_url: str
+    image_sha256: str | None
+    clip_current: bool
+    fallback_current: bool
+
+
+def _needs_work(models: WantedModels) -> str:
+    stale = []
+    if models.clip is not None:
+        stale.append("image_embedding IS NULL OR image_model IS DISTINCT FROM :clip")
+    if models.fallback is not None:
+        stale.append("fallback_embedding IS NULL OR fallback_model IS DISTINCT FROM :fb")
+    model_clause = f"OR (embed_error IS NULL AND ({' OR '.join(stale)}))" if stale else ""
+    return f"image_url IS NOT NULL AND (embed_source IS DISTINCT FROM image_url {model_clause})"
+
+
+def _params(models: WantedModels) -> dict[str, Any]:
+    return {"clip": models.clip, "fb": models.fallback}
+
+
+def pending_count(conn: Connection, catalog: Catalog, models: WantedModels) -> int:
+    """How many rows the worker would still claim (locked rows included): progress and ETA."""
+    sql = f"SELECT count(*) FROM {catalog.qualified} WHERE {_needs_work(models)}"
+    return int(conn.execute(text(sql), _params(models)).scalar() or 0)
+
+
+def claim_batch(conn: Connection, catalog: Catalog, models: WantedModels, limit: int) -> list[ClaimedRow]:
+    """Lock up to ``limit`` rows that need work and nobody else holds; call inside a transaction.
+
+    The locks last until that transaction ends, so write the results on the same connection
+    before committing. EvalPlanQual re-checks the WHERE clause on rows another worker just
+    finished, so a row embedded a moment ago is not claimed again.
+    """
+    conn.execute(text(f"SET LOCAL idle_in_transaction_session_timeout = '{CLAIM_IDLE_TIMEOUT}'"))
+    sql = f"""
+        SELECT id, sku, image_url, image_sha256,
+               (image_embedding IS NOT NULL AND image_model IS NOT DISTINCT FROM :clip) AS clip_current,
+               (fallback_embedding IS NOT NULL AND fallback_model IS NOT DISTINCT FROM :fb) AS fallback_current
+        FROM {catalog.qualified}
+        WHERE {_needs_work(models)}
+        ORDER BY id
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+    """
+    rows = conn.execute(text(sql), {**_params(models), "limit": limit}).all()
+    return [
+        ClaimedRow(
+            int(r.id),
+            str(r.sku),
+            str(r.image_url),
+            r.image_sha256,
+            bool(r.clip_current),
+            bool(r.fallback_current),
+        )
+        for r in rows
+    ]
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """New vectors for a row; a vector left None keeps the stored one if the image is the same."""
+
+    id: int
+    source: str
+    image_sha256: str
+    clip: np.ndarray | None
+    clip_model: str | None
+    fallback: np.ndarray | None
+    fallback_model: str | None
+
+
+def write_embedded(conn: Connection, catalog: Catalog, rows: Sequence[Embedded]) -> None:
+    """One executemany for the batch. A model that was down keeps the old vector only when the
+    image is unchanged; for a changed image a missing vector is stored as missing (the old one
+    would describe the wrong picture)."""
+    if not rows:
+        return
+    same = "image_sha256 IS NOT DISTINCT FROM CAST(:sha AS text)"
+    statement = text(
+        f"""
+        UPDATE {catalog.qualified} SET
+            image_embedding = CASE WHEN CAST(:clip_model AS text) IS NULL AND {same} THEN image_embedding ELSE :clip END,
+            image_model = CASE WHEN CAST(:clip_model AS text) IS NULL AND {same} THEN image_model ELSE :clip_model END,
+            fallback_embedding = CASE WHEN CAST(:fb_model AS text) IS NULL AND {same} THEN fallback_embedding ELSE :fb END,
+            fallback_model = CASE WHEN CAST(:fb_model AS text) IS NULL AND {same} THEN fallback_model ELSE :fb_model END,
+            image_sha256 = :sha, embed_source = :source, embedded_at = now(), embed_error = NULL
+        WHERE id = :id
+        """
+    ).bindparams(
+        bindparam("clip", type_=Vector(catalog.clip_dim)),
+        bindparam("fb", type_=Vector(catalog.fallback_dim)),
+    )
+    conn.execute(
+        statement,
+        [
+            {
+                "id": r.id,
+                "source": r.source,
+                "sha": r.image_sha256,
+                "clip": r.clip,
+                "clip_model": r.clip_model,
+                "fb": r.fallback,
+                "fb_model": r.fallback_model,
+            }
+            for r in rows
+        ],
+    )
+
+
+def mark_unchanged(conn: Connection, catalog: Catalog, ids_and_sources: Sequence[tuple[int, str]]) -> None:
+    """The image behind the source is the one already embedded by current models: just note the source."""
+    if not ids_and_sources:
+        return
+    conn.execute(
+        text(f"UPDATE {catalog.qualified} SET embed_source = :source, embed_error = NULL WHERE id = :id"),
+        [{"id": i, "source": s} for i, s in ids_and_sources],
+    )
+
+
+def mark_failed(
+    conn: Connection, catalog: Catalog, failures: Sequence[tuple[int, str, str, str | None]]
+) -> None:
+    """(id, source, reason, sha256 of the bytes if any). Old vectors stay so search keeps serving;
+    remembering the source stops retries until it changes, the sha lets ingest spot a fixed file."""
+    if not failures:
+        return
+    conn.execute(
+        text(
+            f"""
+            UPDATE {catalog.qualified}
+            SET embed_error = :reason, embed_source = :source, embedded_at = now(),
+                image_sha256 = coalesce(:sha, image_sha256)
+            WHERE id = :id
+            """
+        ),
+        [{"id": i, "source": s, "reason": r, "sha": h} for i, s, r, h in failures],
+    )
+
+
+def reset_sources(
+    conn: Connection, catalog: Catalog, *, failed_only: bool, skus: Sequence[str] | None = None
+) -> int:
+    """Forget the embedded source so the worker fetches these rows again and compares their sha256.
+
+    ``failed_only``: the ``--retry-failed`` case. ``skus``: rows whose local file changed.
+    Unchanged images cost a fetch and a hash, never a forward pass.
+    """
+    where = ["embed_source IS NOT NULL"]
+    params: dict[str, Any] = {}
+    if failed_only:
+        where.append("embed_error IS NOT NULL")
+    if skus is not None:
+        where.append("sku = ANY(:skus)")
+        params["skus"] = list(skus)
+    sql = f"UPDATE {catalog.qualified} SET embed_source = NULL WHERE {' AND '.join(where)}"
+    return int(conn.execute(text(sql), params).rowcount or 0)
+
+
+def failure_reasons(conn: Connection, catalog: Catalog, limit: int = 10) -> list[tuple[str, int]]:
+    """The most common error codes (the text before the first colon), for summaries and stats."""
+    rows = conn.execute(
+        text(
+            f"""
+            SELECT split_part(embed_error, ':', 1) AS code, count(*) AS n
+            FROM {catalog.qualified} WHERE embed_error IS NOT NULL
+            GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT :limit
+            """
+        ),
+        {"limit": limit},
+    ).all()
+    return [(str(r.code), int(r.n)) for r in rows]

@@ -1,0 +1,153 @@
+"""``lookalike ingest``: write the source's products, then drain the embedding queue with a progress bar.
+
+Two phases, so an interrupted run is harmless: products are upserted in batches first (by sku, so
+nothing is ever duplicated), then the same worker the API runs embeds whatever still needs it.
+Re-running re-reads local files to notice in-place edits (sha256), but embeds only what changed.
+
+Local images: a file inside the media dir is stored as its path relative to it (the API serves
+it from there); a file elsewhere is copied into ``<media>/uploads/<sha256>.<ext>`` with
+:func:`save_image`, so the stored ``image_url`` always works for ``/api/v1/images/...`` and a
+changed file gets a new URL.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import TypeVar
+
+from tqdm import tqdm
+
+from api.db.embedding_queue import WantedModels, reset_sources
+from api.db.product_batches import StoredImage, stored_images, upsert_products
+from api.services.embedding import sha256_hex
+from api.services.image_input import save_image
+from api.services.ingest.progress import BatchResult, Failure, Tally
+from api.services.ingest.sources import BadRow, SourceItem
+from api.services.ingest.worker import EmbeddingWorker
+from api.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SYNC_BATCH = 500
+T = TypeVar("T")
+
+
+def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+@dataclass(frozen=True)
+class ResolvedImage:
+    url: str
+    sha256: str | None
+    """Known for local files (read during sync), None for URLs (the worker fetches them)."""
+
+
+def resolve_local_image(path: Path, settings: Settings) -> ResolvedImage:
+    """The ``image_url`` to store for a local file, per the module docstring's rule."""
+    data = path.read_bytes()
+    media = settings.media_dir.resolve()
+    resolved = path.resolve()
+    if resolved.is_relative_to(media):
+        url = resolved.relative_to(media).as_posix()
+    else:
+        url = save_image(data, settings)
+    return ResolvedImage(url, sha256_hex(data))
+
+
+def classify(stored: StoredImage | None, image: ResolvedImage, tally: Tally) -> bool:
+    """Count a row that needs no work; return True when a local file changed under the same URL."""
+    if stored is None or stored.image_url != image.url or stored.embed_source != image.url:
+        return False  # new product or new source: the worker picks it up
+    if image.sha256 is not None and stored.image_sha256 != image.sha256:
+        return True
+    if stored.failed:
+        tally.skipped += 1  # failed before with this very source; --retry-failed retries it
+    elif stored.current:
+        tally.unchanged += 1
+    return False
+
+
+def sync_items(
+    worker: EmbeddingWorker, items: Iterable[SourceItem | BadRow], models: WantedModels, tally: Tally
+) -> int:
+    """Upsert the products in batches; returns how many rows were inserted or changed."""
+    settings, catalog = worker.settings, worker.catalog
+    written = 0
+    for chunk in _chunks(items, SYNC_BATCH):
+        rows: list[tuple[str, dict[str, object]]] = []
+        images: dict[str, ResolvedImage] = {}
+        for item in chunk:
+            if isinstance(item, BadRow):
+                tally.add_failure(Failure(None, item.where, "invalid_row", item.message))
+                continue
+            fields = dict(item.fields)
+            if item.image_path is not None:
+                try:
+                    images[item.sku] = resolve_local_image(item.image_path, settings)
+                except OSError as exc:
+                    tally.add_failure(Failure(None, item.sku, "image_unreadable", str(exc)))
+                    continue
+            elif item.image_url is not None:
+                images[item.sku] = ResolvedImage(item.image_url, None)
+            else:
+                tally.skipped += 1  # a product without an image: searchable by text only
+            if item.sku in images:
+                fields["image_url"] = images[item.sku].url
+            rows.append((item.sku, fields))
+        with worker.database.engine.begin() as conn:
+            stored = stored_images(conn, catalog, [sku for sku, _ in rows], models)
+            written += upsert_products(conn, catalog, rows)
+            changed = [sku for sku, image in images.items() if classify(stored.get(sku), image, tally)]
+            if changed:
+                reset_sources(conn, catalog, failed_only=False, skus=changed)
+    return written
+
+
+def run_ingest(
+    worker: EmbeddingWorker,
+    items: Iterable[SourceItem | BadRow] | None,
+    *,
+    retry_failed: bool = False,
+    show_progress: bool = True,
+) -> Tally:
+    """Sync ``items`` (None: ``--embed-only``, the rows already in the table), then embed until done."""
+    tally = Tally()
+    models = worker.wanted()
+    if models.clip is None and models.fallback is None:
+        raise RuntimeError("no encoder is available (neither CLIP nor MobileNetV2 loaded)")
+    if items is not None:
+        written = sync_items(worker, items, models, tally)
+        log.info("products synced: %d inserted or changed", written)
+    if retry_failed:
+        with worker.database.engine.begin() as conn:
+            retried = reset_sources(conn, worker.catalog, failed_only=True)
+        log.info("retrying %d products whose image failed before", retried)
+    total = worker.pending(models)
+    with tqdm(total=total, unit="img", desc="embedding", disable=not show_progress or None) as bar:
+
+        def advance(batch: BatchResult) -> None:
+            bar.update(batch.size)
+            bar.set_postfix(embedded=worker.totals.embedded, failed=worker.totals.failed, refresh=False)
+
+        tally.merge(worker.drain(on_batch=advance))
+    return tally
+
+
+def timed_ingest(
+    worker: EmbeddingWorker,
+    items: Iterable[SourceItem | BadRow] | None,
+    *,
+    retry_failed: bool = False,
+    show_progress: bool = True,
+) -> tuple[Tally, float]:
+    started = time.monotonic()
+    tally = run_ingest(worker, items, retry_failed=retry_failed, show_progress=show_progress)
+    return tally, time.monotonic() - started

@@ -1,0 +1,298 @@
+"""The embedding worker: claim a batch of rows that need vectors, fetch, encode, write, repeat.
+
+``lookalike ingest`` drains the queue in the foreground; ``lookalike serve`` runs the same loop in
+a daemon thread so requests are never blocked by it. Any number of workers in any number of
+processes can run at once: claims are row locks taken with ``SKIP LOCKED`` (see
+:mod:`api.db.embedding_queue`), released by PostgreSQL when a worker's connection dies.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from api.db.catalog import Catalog
+from api.db.clip_column import clip_column_dim
+from api.db.embedding_queue import (
+    ClaimedRow,
+    Embedded,
+    WantedModels,
+    claim_batch,
+    mark_failed,
+    mark_unchanged,
+    pending_count,
+    write_embedded,
+)
+from api.db.engine import Database
+from api.services.embedding import embed_images, sha256_hex
+from api.services.encoders import EncoderHub
+from api.services.fetch import FetchError, FetchPolicy, fetch_image
+from api.services.image_input import fetch_policy
+from api.services.ingest.progress import BatchResult, Failure, Tally
+from api.settings import Settings
+from encoder.errors import EncoderUnavailableError, InvalidImageError
+
+if TYPE_CHECKING:
+    from api.state import AppState
+
+log = logging.getLogger(__name__)
+
+FETCH_THREADS = 4
+"""Concurrent downloads per batch: enough to hide network latency, few enough to be polite."""
+POLL_S = 30.0
+LOG_EVERY_S = 10.0
+
+
+class EmbeddingWorker:
+    def __init__(
+        self,
+        settings: Settings,
+        database: Database,
+        hub: EncoderHub,
+        *,
+        catalog: Catalog | None = None,
+        policy: FetchPolicy | None = None,
+        batch_size: int | None = None,
+        poll_s: float = POLL_S,
+    ) -> None:
+        self.settings = settings
+        self.database = database
+        self.hub = hub
+        self.catalog = catalog or Catalog.from_settings(settings)
+        self.policy = policy or fetch_policy(settings)
+        self.batch_size = batch_size or settings.batch_size
+        self.poll_s = poll_s
+        self.totals = Tally()
+        self.state = "stopped"
+        self.last_error: str | None = None
+        self.last_batch_at: datetime | None = None
+        self._busy_s = 0.0
+        self._dim_warned = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._client = httpx.Client(
+            timeout=httpx.Timeout(self.policy.read_timeout_s, connect=self.policy.connect_timeout_s),
+            follow_redirects=False,
+            trust_env=False,
+            headers={"User-Agent": "lookalike-image-fetcher/0.1", "Accept": "image/*"},
+        )
+        self._pool = ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="lookalike-fetch")
+
+    # --- what to ask for -----------------------------------------------------------------------
+    def wanted(self) -> WantedModels:
+        """Ask only for vectors a model that is up can make, so a down model causes no busy loop."""
+        clip: str | None = self.hub.clip_model_id
+        try:
+            self.hub.clip()
+        except EncoderUnavailableError:
+            clip = None
+        if clip is not None:
+            with self.database.engine.connect() as conn:
+                dim = clip_column_dim(conn, self.catalog)
+            if dim is not None and dim != self.settings.clip_dim:
+                if not self._dim_warned:
+                    log.error(
+                        "image_embedding is vector(%s) but LOOKALIKE_CLIP_MODEL=%s makes %s-d vectors; "
+                        "CLIP vectors are not written until the two agree (see `lookalike reembed`)",
+                        dim,
+                        self.settings.clip_model,
+                        self.settings.clip_dim,
+                    )
+                    self._dim_warned = True
+                clip = None
+        fallback: str | None = self.hub.mobilenet_model_id
+        try:
+            self.hub.mobilenet()
+        except EncoderUnavailableError:
+            fallback = None
+        return WantedModels(clip=clip, fallback=fallback)
+
+    def pending(self, models: WantedModels | None = None) -> int:
+        with self.database.engine.connect() as conn:
+            return pending_count(conn, self.catalog, models or self.wanted())
+
+    # --- one batch -----------------------------------------------------------------------------
+    def run_batch(self, models: WantedModels | None = None) -> BatchResult | None:
+        """Claim, fetch, encode and write one batch in one transaction; None when there is no work."""
+        models = models or self.wanted()
+        if models.clip is None and models.fallback is None:
+            return None
+        started = time.monotonic()
+        with self.database.engine.connect() as conn, conn.begin():
+            rows = claim_batch(conn, self.catalog, models, self.batch_size)
+            if not rows:
+                return None
+            blobs = list(self._pool.map(self._fetch, rows))
+            result = self._embed_and_write(conn, rows, blobs, models)
+        self._busy_s += time.monotonic() - started
+        self.last_batch_at = datetime.now(UTC)
+        self.totals.add_batch(result)
+        return result
+
+    def _fetch(self, row: ClaimedRow) -> bytes | FetchError:
+        try:
+            return fetch_image(row.image_url, self.policy, self._client)
+        except FetchError as exc:
+            return exc
+        except OSError as exc:  # an unreadable local file
+            return FetchError("image_unreadable", str(exc))
+
+    def _embed_and_write(
+        self, conn: Any, rows: list[ClaimedRow], blobs: list[bytes | FetchError], models: WantedModels
+    ) -> BatchResult:
+        failures: list[Failure] = []
+        failed_rows: list[tuple[int, str, str, str | None]] = []
+        unchanged: list[tuple[int, str]] = []
+        to_embed: list[tuple[ClaimedRow, bytes]] = []
+        for row, blob in zip(rows, blobs, strict=True):
+            if isinstance(blob, FetchError):
+                failures.append(Failure(row.id, row.sku, blob.code, blob.message))
+                failed_rows.append((row.id, row.image_url, f"{blob.code}: {blob.message}", None))
+            elif (
+                sha256_hex(blob) == row.image_sha256
+                and (row.clip_current or models.clip is None)
+                and (row.fallback_current or models.fallback is None)
+            ):
+                unchanged.append((row.id, row.image_url))
+            else:
+                to_embed.append((row, blob))
+        embedded: list[Embedded] = []
+        if to_embed:
+            results = embed_images(self.hub, [b for _, b in to_embed], self.settings.max_image_pixels)
+            for (row, blob), got in zip(to_embed, results, strict=True):
+                if isinstance(got, InvalidImageError):
+                    failures.append(Failure(row.id, row.sku, got.code, got.message))
+                    failed_rows.append(
+                        (row.id, row.image_url, f"{got.code}: {got.message}", sha256_hex(blob))
+                    )
+                    continue
+                keep_clip = models.clip is not None and got.clip is not None
+                embedded.append(
+                    Embedded(
+                        id=row.id,
+                        source=row.image_url,
+                        image_sha256=got.image_sha256,
+                        clip=got.clip if keep_clip else None,
+                        clip_model=got.clip_model if keep_clip else None,
+                        fallback=got.fallback,
+                        fallback_model=got.fallback_model,
+                    )
+                )
+        write_embedded(conn, self.catalog, embedded)
+        mark_unchanged(conn, self.catalog, unchanged)
+        mark_failed(conn, self.catalog, failed_rows)
+        return BatchResult([e.id for e in embedded], [i for i, _ in unchanged], failures)
+
+    # --- until done ----------------------------------------------------------------------------
+    def drain(
+        self,
+        on_batch: Callable[[BatchResult], None] | None = None,
+        stop: threading.Event | None = None,
+    ) -> Tally:
+        """Process batches until no row needs work (or ``stop`` is set); returns this run's counts."""
+        tally = Tally()
+        stop = stop or self._stop
+        while not stop.is_set():
+            result = self.run_batch()
+            if result is None:
+                break
+            tally.add_batch(result)
+            if on_batch is not None:
+                on_batch(result)
+        return tally
+
+    # --- in the background ---------------------------------------------------------------------
+    def start(self) -> None:
+        """Run :meth:`drain` in a daemon thread now and every ``poll_s`` seconds after."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="lookalike-embedder", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish the batch in hand (or abandon it: its rows are released either way) and stop."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        self.state = "stopped"
+
+    def close(self) -> None:
+        self.stop()
+        self._pool.shutdown(wait=False)
+        self._client.close()
+
+    def _loop(self) -> None:
+        last_log = 0.0
+
+        def report(batch: BatchResult) -> None:
+            nonlocal last_log
+            if time.monotonic() - last_log >= LOG_EVERY_S:
+                last_log = time.monotonic()
+                log.info(
+                    "embedding worker: %d embedded, %d unchanged, %d failed so far; %.2f images/s",
+                    self.totals.embedded,
+                    self.totals.unchanged,
+                    self.totals.failed,
+                    self.rate(),
+                )
+
+        while not self._stop.is_set():
+            try:
+                self.state = "running"
+                tally = self.drain(on_batch=report)
+                if tally.embedded or tally.failed or tally.unchanged:
+                    log.info(
+                        "embedding worker: caught up (%d embedded, %d unchanged, %d failed this round)",
+                        tally.embedded,
+                        tally.unchanged,
+                        tally.failed,
+                    )
+                self.state = "idle"
+                self.last_error = None
+            except Exception as exc:  # database or encoder trouble: keep serving, try again later
+                self.state = "error"
+                self.last_error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                log.warning("embedding worker: %s; retrying in %.0fs", self.last_error, self.poll_s)
+            self._stop.wait(self.poll_s)
+
+    def rate(self) -> float:
+        """Images per second of busy time (fetch + encode + write), not wall time."""
+        return self.totals.embedded / self._busy_s if self._busy_s > 0 else 0.0
+
+    def progress(self) -> dict[str, Any]:
+        """For ``/api/v1/stats``: what this process's worker did, and what is still pending overall."""
+        try:
+            pending: int | None = self.pending()
+        except Exception:
+            pending = None
+        return {
+            "state": self.state,
+            **self.totals.as_dict(),
+            "pending": pending,
+            "images_per_s": round(self.rate(), 2),
+            "batch_size": self.batch_size,
+            "last_batch_at": self.last_batch_at.isoformat() if self.last_batch_at else None,
+            "last_error": self.last_error,
+        }
+
+
+def embedding_worker_stats(worker: EmbeddingWorker | None) -> dict[str, Any]:
+    """The ``embedding_worker`` entry for ``/api/v1/stats`` (``{"state": "off"}`` without a worker)."""
+    return worker.progress() if worker is not None else {"state": "off"}
+
+
+def start_embedding_worker(state: AppState) -> EmbeddingWorker:
+    """The API's worker: started beside the server, sharing its database, encoders and settings."""
+    worker = EmbeddingWorker(state.settings, state.database, state.hub, catalog=state.catalog)
+    worker.start()
+    log.info("embedding worker started (batch %d, polls every %.0fs)", worker.batch_size, worker.poll_s)
+    return worker

@@ -1,0 +1,207 @@
+"""Folder ingest of the full train split (3,068 real photos), killed midway and resumed, then the
+follow-ups that reuse that one expensive run: a re-run embeds nothing, an edited file re-embeds
+exactly its product, and two workers on 500 cleared rows embed each row exactly once."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from api.db import migrate
+from api.db.engine import Database
+from api.services.encoders import EncoderHub
+from api.services.ingest.bulk import timed_ingest
+from api.services.ingest.progress import Tally
+from api.services.ingest.sources import folder_items
+from api.services.ingest.worker import EmbeddingWorker
+from api.settings import Settings
+from tests.support import LOOKALIKE, REPO_ROOT, clean_env
+
+pytestmark = pytest.mark.slow
+TRAIN_IMAGES = 3068
+
+
+@dataclass
+class TrainRun:
+    settings: Settings
+    database: Database
+    hub: EncoderHub
+    folder: Path
+    embedded_before_kill: int
+    tally: Tally
+    elapsed_s: float
+
+
+@pytest.fixture(scope="module")
+def hub(make_settings: Callable[..., Settings]) -> Iterator[EncoderHub]:
+    hub = EncoderHub(make_settings())
+    hub.load()
+    yield hub
+    hub.close()
+
+
+def embedded_count(database: Database) -> int:
+    with database.engine.connect() as conn:
+        return int(
+            conn.execute(
+                text(
+                    "SELECT count(*) FROM products WHERE image_embedding IS NOT NULL AND embedded_at IS NOT NULL"
+                )
+            ).scalar()
+            or 0
+        )
+
+
+@pytest.fixture(scope="module")
+def train_run(
+    tmp_path_factory: pytest.TempPathFactory,
+    create_database: Callable[[], str],
+    make_settings: Callable[..., Settings],
+    clothing_dataset: Path,
+    hub: EncoderHub,
+) -> Iterator[TrainRun]:
+    media = tmp_path_factory.mktemp("media")
+    shutil.copytree(clothing_dataset / "train", media / "train")  # a copy: one file gets edited below
+    settings = make_settings(database_url=create_database(), image_root=media)
+    database = Database(settings)
+    migrate.upgrade(database)
+
+    # A real `lookalike ingest` process, SIGKILLed once it has written a few batches.
+    env = clean_env(
+        DATABASE_URL=str(settings.database_url),
+        LOOKALIKE_DATA_DIR=str(settings.data_dir),
+        LOOKALIKE_IMAGE_ROOT=str(media),
+        LOOKALIKE_CLIP_RANDOM_WEIGHTS="true",
+    )
+    log = media.parent / "killed-ingest.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [*LOOKALIKE, "ingest", str(media / "train"), "--category-from-folder", "--no-progress"],
+            env=env,
+            cwd=REPO_ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 300
+            while embedded_count(database) < 2 * settings.batch_size:
+                assert process.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, "the ingest process made no progress"
+                time.sleep(0.5)
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+    embedded_before_kill = embedded_count(database)
+
+    worker = EmbeddingWorker(settings, database, hub)
+    tally, elapsed = timed_ingest(
+        worker, folder_items(media / "train", category_from_folder=True), show_progress=False
+    )
+    print(f"\nresumed ingest: {tally.render(elapsed)}")
+    worker.close()
+    yield TrainRun(settings, database, hub, media / "train", embedded_before_kill, tally, elapsed)
+    database.dispose()
+
+
+def test_killed_ingest_resumes_to_every_product_once_with_both_embeddings(train_run: TrainRun) -> None:
+    assert 0 < train_run.embedded_before_kill < TRAIN_IMAGES
+    # The killed run's committed batches were kept: the resumed run embedded only the rest.
+    assert train_run.tally.embedded == TRAIN_IMAGES - train_run.embedded_before_kill
+    assert train_run.tally.failed == 0
+    with train_run.database.engine.connect() as conn:
+        row = conn.execute(
+            text(
+                """
+                SELECT count(*) AS n, count(DISTINCT sku) AS skus,
+                       count(*) FILTER (WHERE image_embedding IS NOT NULL AND image_model = :clip
+                                        AND fallback_embedding IS NOT NULL AND fallback_model = :fb) AS both,
+                       count(*) FILTER (WHERE embed_error IS NOT NULL) AS failed,
+                       count(DISTINCT category) AS categories
+                FROM products
+                """
+            ),
+            {"clip": train_run.hub.clip_model_id, "fb": train_run.hub.mobilenet_model_id},
+        ).one()
+        urls = conn.execute(text("SELECT image_url FROM products WHERE sku LIKE 'dress/%' LIMIT 1")).scalar()
+    assert (row.n, row.skus, row.both, row.failed, row.categories) == (TRAIN_IMAGES,) * 3 + (0, 10)
+    assert urls is not None and urls.startswith("train/dress/")  # inside the media dir: stored relative
+    assert (train_run.settings.media_dir / urls).is_file()
+
+
+def test_rerun_embeds_nothing_new(train_run: TrainRun) -> None:
+    worker = EmbeddingWorker(train_run.settings, train_run.database, train_run.hub)
+    tally, _ = timed_ingest(
+        worker, folder_items(train_run.folder, category_from_folder=True), show_progress=False
+    )
+    worker.close()
+    assert (tally.embedded, tally.unchanged, tally.failed) == (0, TRAIN_IMAGES, 0)
+
+
+def test_changed_file_reembeds_exactly_that_product(train_run: TrainRun, clothing_dataset: Path) -> None:
+    target = sorted((train_run.folder / "dress").glob("*.jpg"))[0]
+    replacement = sorted((clothing_dataset / "validation" / "shoes").glob("*.jpg"))[0]
+    shutil.copyfile(replacement, target)
+    with train_run.database.engine.connect() as conn:
+        before = dict(conn.execute(text("SELECT sku, embedded_at FROM products")).all())
+
+    worker = EmbeddingWorker(train_run.settings, train_run.database, train_run.hub)
+    tally, _ = timed_ingest(
+        worker, folder_items(train_run.folder, category_from_folder=True), show_progress=False
+    )
+    worker.close()
+
+    assert (tally.embedded, tally.unchanged, tally.failed) == (1, TRAIN_IMAGES - 1, 0)
+    with train_run.database.engine.connect() as conn:
+        after = dict(conn.execute(text("SELECT sku, embedded_at FROM products")).all())
+    changed = [sku for sku in after if after[sku] != before[sku]]
+    assert changed == [f"dress/{target.name}"]
+
+
+def test_two_workers_embed_each_of_500_rows_exactly_once(train_run: TrainRun) -> None:
+    with train_run.database.engine.begin() as conn:
+        cleared = (
+            conn.execute(
+                text(
+                    """
+                UPDATE products SET image_embedding = NULL, image_model = NULL,
+                       fallback_embedding = NULL, fallback_model = NULL, embedded_at = NULL
+                WHERE id IN (SELECT id FROM products ORDER BY random() LIMIT 500) RETURNING id
+                """
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert len(cleared) == 500
+
+    databases = [Database(train_run.settings) for _ in range(2)]  # separate pools, like two processes
+    workers = [EmbeddingWorker(train_run.settings, db, train_run.hub) for db in databases]
+    embedded: list[list[int]] = [[], []]
+    start = threading.Barrier(2)
+
+    def run(index: int) -> None:
+        start.wait()
+        workers[index].drain(on_batch=lambda batch: embedded[index].extend(batch.embedded_ids))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert embedded[0] and embedded[1], "both workers should have taken part"
+    assert not set(embedded[0]) & set(embedded[1])
+    assert sorted(embedded[0] + embedded[1]) == sorted(cleared)  # each row once, no other row touched
+    assert workers[0].progress()["pending"] == 0
+    for worker, database in zip(workers, databases, strict=True):
+        worker.close()
+        database.dispose()
