@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     max_image_pixels: int = 40_000_000
     image_root: Path | None = None
     """Folder that relative ``image_url`` paths resolve against (default ``<data_dir>/media``)."""
+    fetch_timeout_s: float = 10.0
+    """Read timeout for one image download (connect timeout is a third of it, at most 3 s)."""
+    fetch_retries: int = 2
+    """Retries (with exponential back-off) for 5xx answers and timeouts."""
     allow_private_urls: bool = False
     """Let ``image_url`` fetches reach loopback/private addresses (tests, trusted LANs)."""
 

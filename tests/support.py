@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -53,3 +54,76 @@ def wait_for_http(
             last_error = exc
             time.sleep(0.3)
     raise TimeoutError(f"{url} did not answer within {timeout}s: {last_error}")
+
+
+class ImageServer:
+    """A real HTTP server on 127.0.0.1 serving the cases image fetching must survive."""
+
+    def __init__(self, image: bytes) -> None:
+        import http.server
+        import threading
+
+        self.image = image
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                server.requests += 1
+                path = self.path.split("?")[0]
+                if path == "/good.jpg":
+                    self._send(200, "image/jpeg", server.image)
+                elif path == "/slow.jpg":
+                    time.sleep(server.slow_s)
+                    self._send(200, "image/jpeg", server.image)
+                elif path == "/page.html":
+                    self._send(200, "text/html", b"<html><body>not an image</body></html>")
+                elif path == "/huge.jpg":
+                    self.send_response(200)
+                    self.send_header("Content-Type", "image/jpeg")
+                    self.end_headers()
+                    chunk = b"\xff\xd8\xff" + b"\0" * (1 << 20)
+                    try:
+                        for _ in range(64):  # 64 MiB, no Content-Length: the reader must stop on its own
+                            self.wfile.write(chunk)
+                    except (BrokenPipeError, ConnectionResetError):
+                        pass
+                elif path == "/loop":
+                    self._redirect("/loop")
+                elif path == "/to-private":
+                    self._redirect("http://169.254.169.254/latest/meta-data/")
+                elif path == "/redirect-good":
+                    self._redirect("/good.jpg")
+                else:
+                    self._send(404, "text/plain", b"not found")
+
+            def _send(self, status: int, content_type: str, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self.wfile.write(body)
+
+            def _redirect(self, location: str) -> None:
+                self.send_response(302)
+                self.send_header("Location", location)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.requests = 0
+        self.slow_s = 5.0
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -18,6 +18,9 @@ def fetch_policy(settings: Settings) -> FetchPolicy:
         max_bytes=settings.max_upload_bytes,
         allow_private=settings.allow_private_urls,
         image_root=settings.media_dir,
+        connect_timeout_s=min(3.0, settings.fetch_timeout_s / 3),
+        read_timeout_s=settings.fetch_timeout_s,
+        retries=settings.fetch_retries,
     )
 
 

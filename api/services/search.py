@@ -76,7 +76,7 @@ class SearchResult:
 def hit_to_dict(hit: Hit) -> dict[str, Any]:
     data = asdict(hit)
     data["price"] = float(hit.price) if isinstance(hit.price, Decimal) else hit.price
-    data["score"] = round(float(hit.score), 6)
+    data["score"] = float(hit.score)
     return data
 
 

@@ -28,7 +28,7 @@ from api.services.embedding import sha256_hex
 from api.services.image_input import save_image
 from api.services.ingest.progress import BatchResult, Failure, Tally
 from api.services.ingest.sources import BadRow, SourceItem
-from api.services.ingest.worker import EmbeddingWorker
+from api.services.ingest.worker import LOG_EVERY_S, EmbeddingWorker
 from api.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -133,9 +133,23 @@ def run_ingest(
     total = worker.pending(models)
     with tqdm(total=total, unit="img", desc="embedding", disable=not show_progress or None) as bar:
 
+        last_log, done = time.monotonic(), 0
+
         def advance(batch: BatchResult) -> None:
+            nonlocal last_log, done
+            done += batch.size
             bar.update(batch.size)
             bar.set_postfix(embedded=worker.totals.embedded, failed=worker.totals.failed, refresh=False)
+            if bar.disable and time.monotonic() - last_log >= LOG_EVERY_S:  # no terminal: say it in the log
+                last_log = time.monotonic()
+                log.info(
+                    "embedding: %d/%d done, %d embedded, %d failed, %.2f images/s",
+                    done,
+                    total,
+                    worker.totals.embedded,
+                    worker.totals.failed,
+                    worker.rate(),
+                )
 
         tally.merge(worker.drain(on_batch=advance))
     return tally

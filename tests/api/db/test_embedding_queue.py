@@ -1,0 +1,119 @@
+"""The claim SQL on its own (no encoders): concurrent claims are disjoint, a dead claimer's rows
+come back at once, failed rows wait for a source change or a retry, and finished rows are done."""
+
+from __future__ import annotations
+
+import numpy as np
+from sqlalchemy import text
+
+from api.db.catalog import Catalog
+from api.db.embedding_queue import (
+    Embedded,
+    WantedModels,
+    claim_batch,
+    mark_failed,
+    pending_count,
+    reset_sources,
+    write_embedded,
+)
+from api.db.engine import Database
+from api.db.product_batches import upsert_products
+
+MODELS = WantedModels(clip="clip-a", fallback="mobilenet")
+
+
+def seed(database: Database, n: int) -> Catalog:
+    catalog = Catalog.from_settings(database.settings)
+    with database.engine.begin() as conn:
+        written = upsert_products(
+            conn,
+            catalog,
+            [(f"sku-{i:03d}", {"name": f"p{i}", "image_url": f"img/{i}.jpg"}) for i in range(n)],
+        )
+    assert written == n
+    return catalog
+
+
+def test_concurrent_claims_are_disjoint_and_a_dead_claimer_releases_its_rows(
+    migrated_database: Database,
+) -> None:
+    catalog = seed(migrated_database, 10)
+    engine = migrated_database.engine
+    with engine.connect() as a, engine.connect() as b:
+        a.begin()
+        b.begin()
+        first = [r.id for r in claim_batch(a, catalog, MODELS, 4)]
+        second = [r.id for r in claim_batch(b, catalog, MODELS, 4)]
+        assert len(first) == len(second) == 4 and not set(first) & set(second)
+        a.invalidate()  # the connection dies mid-batch, as with a SIGKILLed worker
+        with engine.connect() as c, c.begin():
+            third = [r.id for r in claim_batch(c, catalog, MODELS, 10)]
+        assert sorted(third) == sorted(set(range(1, 11)) - set(second))
+        b.rollback()
+    with engine.connect() as conn:
+        assert pending_count(conn, catalog, MODELS) == 10
+
+
+def test_finished_failed_and_retried_rows(migrated_database: Database) -> None:
+    catalog = seed(migrated_database, 3)
+    engine = migrated_database.engine
+    with engine.begin() as conn:
+        rows = claim_batch(conn, catalog, MODELS, 3)
+        write_embedded(
+            conn,
+            catalog,
+            [
+                Embedded(
+                    rows[0].id,
+                    rows[0].image_url,
+                    "sha0",
+                    np.ones(512, np.float32),
+                    "clip-a",
+                    np.ones(1280, np.float32),
+                    "mobilenet",
+                )
+            ],
+        )
+        mark_failed(conn, catalog, [(rows[1].id, rows[1].image_url, "url_not_found: 404", None)])
+    with engine.connect() as conn:
+        assert pending_count(conn, catalog, MODELS) == 1  # only the untouched row
+        # Another configured model makes the embedded row stale again; the failed row still waits.
+        assert pending_count(conn, catalog, WantedModels(clip="clip-b", fallback="mobilenet")) == 2
+        # A model that is down is not asked for: no busy loop on rows only it could fill.
+        assert pending_count(conn, catalog, WantedModels(clip=None, fallback="mobilenet")) == 1
+    with engine.begin() as conn:
+        assert reset_sources(conn, catalog, failed_only=True) == 1
+        assert pending_count(conn, catalog, MODELS) == 2
+        conn.execute(text("UPDATE products SET image_url = 'img/new.jpg' WHERE id = :id"), {"id": rows[0].id})
+        assert pending_count(conn, catalog, MODELS) == 3  # a changed source is work again
+
+
+def test_a_missing_vector_from_a_down_model_keeps_the_old_one_for_the_same_image(
+    migrated_database: Database,
+) -> None:
+    catalog = seed(migrated_database, 1)
+    with migrated_database.engine.begin() as conn:
+        (row,) = claim_batch(conn, catalog, MODELS, 1)
+        full = Embedded(
+            row.id,
+            row.image_url,
+            "sha",
+            np.ones(512, np.float32),
+            "clip-a",
+            np.ones(1280, np.float32),
+            "mobilenet",
+        )
+        write_embedded(conn, catalog, [full])
+        write_embedded(
+            conn,
+            catalog,
+            [Embedded(row.id, row.image_url, "sha", None, None, np.ones(1280, np.float32), "mobilenet")],
+        )
+        kept = conn.execute(text("SELECT image_model FROM products")).scalar()
+        write_embedded(
+            conn,
+            catalog,
+            [Embedded(row.id, row.image_url, "new", None, None, np.ones(1280, np.float32), "mobilenet")],
+        )
+        dropped = conn.execute(text("SELECT image_model FROM products")).scalar()
+    assert (kept, dropped) == ("clip-a", None)
