@@ -130,7 +130,12 @@ class EncoderHub:
     def _clip_health(self) -> dict[str, Any]:
         if self._remote is not None:
             try:
-                info = self._remote.info()
+                if self._remote.breaker.state == "open":
+                    self._remote.breaker.before_call()  # raises: no probe while the circuit is open
+                # A live probe: the client's cached info() would report a dead service as fine.
+                info = self._remote.health().get("models", {}).get("clip", {})
+                if not info.get("available"):
+                    raise EncoderUnavailableError(f"encoder service has no CLIP: {info.get('reason', 'not loaded')}")
             except EncoderUnavailableError as exc:
                 return {
                     "status": "down",

@@ -132,7 +132,6 @@ def run_ingest(
         log.info("retrying %d products whose image failed before", retried)
     total = worker.pending(models)
     with tqdm(total=total, unit="img", desc="embedding", disable=not show_progress or None) as bar:
-
         last_log, done = time.monotonic(), 0
 
         def advance(batch: BatchResult) -> None:
