@@ -26,7 +26,8 @@ from api.services.ingest.worker import EmbeddingWorker
 from api.settings import Settings
 from tests.support import LOOKALIKE, REPO_ROOT, clean_env
 
-pytestmark = pytest.mark.slow
+# One module-scoped run embeds 3,068 photos: ~10-17 min on 2 shared CPU cores, beyond the default 900s.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2700)]
 TRAIN_IMAGES = 3068
 
 
