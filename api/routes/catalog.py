@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse
 
 from api.db.products import categories
 from api.db.stats import embedding_stats
 from api.errors import RequestError
 from api.routes.auth import require_admin
+from api.services.ingest.worker import embedding_worker_stats
 from api.state import AppState, app_state
 
 router = APIRouter(tags=["catalog"])
@@ -24,7 +25,7 @@ def list_categories(state: AppState = Depends(app_state)) -> dict[str, Any]:
 
 
 @router.get("/api/v1/stats", dependencies=[Depends(require_admin)])
-def stats(state: AppState = Depends(app_state)) -> dict[str, Any]:
+def stats(request: Request, state: AppState = Depends(app_state)) -> dict[str, Any]:
     with state.database.engine.connect() as conn:
         catalog = embedding_stats(conn, state.catalog, state.hub.clip_model_id, state.hub.mobilenet_model_id)
     cache = state.cache
@@ -37,6 +38,7 @@ def stats(state: AppState = Depends(app_state)) -> dict[str, Any]:
             "misses": cache.misses,
             "hit_rate": round(cache.hits / lookups, 4) if lookups else None,
         },
+        "ingest": embedding_worker_stats(getattr(request.app.state, "embedding_worker", None)),
         **state.metrics.summary(),
     }
 

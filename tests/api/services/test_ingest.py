@@ -24,6 +24,7 @@ from api.services.ingest.progress import Tally
 from api.services.ingest.sources import folder_items
 from api.services.ingest.worker import EmbeddingWorker
 from api.settings import Settings
+from tests.api.conftest import running_api
 from tests.support import LOOKALIKE, REPO_ROOT, clean_env
 
 # One module-scoped run embeds 3,068 photos: ~10-17 min on 2 shared CPU cores, beyond the default 900s.
@@ -206,3 +207,29 @@ def test_two_workers_embed_each_of_500_rows_exactly_once(train_run: TrainRun) ->
     for worker, database in zip(workers, databases, strict=True):
         worker.close()
         database.dispose()
+
+
+def test_mobilenet_fallback_over_the_ingested_train_split_finds_the_right_class(
+    train_run: TrainRun, clothing_dataset: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Is the fallback worth serving? Each real test photo, searched with CLIP unavailable, against
+    the 3,068 ingested train products: the first result should be of the photo's class."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # like this machine: real CLIP weights cannot be had
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    settings = train_run.settings.model_copy(update={"clip_random_weights": False})
+    test_photos = [(p.parent.name, p) for p in sorted((clothing_dataset / "test").glob("*/*.jpg"))]
+    correct = 0
+    with running_api(settings) as (client, _):
+        for label, photo in test_photos:
+            response = client.post(
+                "/api/v1/search/image",
+                files={"file": (photo.name, photo.read_bytes(), "image/jpeg")},
+                data={"top_k": "1"},
+            )
+            body = response.json()
+            assert body["mode"] == "mobilenet_fallback", body
+            correct += body["results"][0]["category"] == label
+    accuracy = correct / len(test_photos)
+    print(f"\nmobilenet_fallback top-1 class match: {correct}/{len(test_photos)} = {accuracy:.1%}")
+    assert len(test_photos) == 372
+    assert accuracy >= 0.75
