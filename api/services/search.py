@@ -55,6 +55,28 @@ class NotEmbeddedError(Exception):
     """ "More like this" for a product whose image has no embedding yet."""
 
 
+class QueryImage:
+    """The query photo: hashed up front (cache keys), decoded only when a model must see it,
+    so a cached repeat never pays for JPEG decoding. Bytes that fail to decode never produce a
+    result or an embedding, so they can never be answered from the cache either."""
+
+    def __init__(self, data: bytes, max_pixels: int, decode_size: int, timer: StageTimer) -> None:
+        self.data = data
+        self.sha = sha256_hex(data)
+        self._max_pixels = max_pixels
+        self._decode_size = decode_size
+        self._timer = timer
+        self._image: Image.Image | None = None
+
+    def decoded(self) -> Image.Image:
+        if self._image is None:
+            with self._timer.stage("decode"):
+                self._image = decode_image(
+                    self.data, max_pixels=self._max_pixels, target_size=self._decode_size
+                )
+        return self._image
+
+
 @dataclass(frozen=True)
 class SearchQuery:
     image: bytes | None
@@ -101,14 +123,9 @@ class SearchService:
 
     def search(self, query: SearchQuery) -> SearchResult:
         timer = StageTimer()
-        image: Image.Image | None = None
-        image_sha = None
+        image = None
         if query.image is not None:
-            with timer.stage("decode"):
-                image_sha = sha256_hex(query.image)
-                image = decode_image(
-                    query.image, max_pixels=self.settings.max_image_pixels, target_size=self.hub.decode_size
-                )
+            image = QueryImage(query.image, self.settings.max_image_pixels, self.hub.decode_size, timer)
         text = query.text.strip() if query.text else None
         if image is not None and text:
             ladder = [Mode.HYBRID, Mode.MOBILENET]
@@ -123,13 +140,12 @@ class SearchService:
         for mode in ladder:
             try:
                 model_id = self._model_id(mode)
-                key = self._result_key(mode, model_id, image_sha, text, query, version)
+                key = self._result_key(mode, model_id, image.sha if image else None, text, query, version)
                 with timer.stage("cache"):
                     cached = self.cache.get(key)
                 if cached is not None:
                     return self._finish(mode, json.loads(cached), True, timer, reasons)
-                with timer.stage("encode"):
-                    vector_query = self._vector_query(mode, model_id, query, image, image_sha, text)
+                vector_query = self._vector_query(mode, model_id, query, image, text, timer)
             except EncoderUnavailableError as exc:
                 reasons.append(f"{mode.value}: {exc}")
                 continue
@@ -210,25 +226,26 @@ class SearchService:
         mode: Mode,
         model_id: str,
         query: SearchQuery,
-        image: Image.Image | None,
-        image_sha: str | None,
+        image: QueryImage | None,
         text: str | None,
+        timer: StageTimer,
     ) -> VectorQuery | TextQuery:
         if mode is Mode.FULLTEXT:
             assert text is not None
             return TextQuery(text)
         if mode is Mode.MOBILENET:
-            assert image is not None and image_sha is not None
-            vector = self._image_vector(self.hub.mobilenet(), model_id, image, image_sha, query.image)
+            assert image is not None
+            vector = self._image_vector(self.hub.mobilenet(), model_id, image, timer)
             return VectorQuery(VectorColumn.FALLBACK, vector, model_id)
         clip = self.hub.clip()
         parts: list[np.ndarray] = []
         weights: list[float] = []
-        if image is not None and image_sha is not None:
-            parts.append(self._image_vector(clip, model_id, image, image_sha, query.image))
+        if image is not None:
+            parts.append(self._image_vector(clip, model_id, image, timer))
             weights.append(query.alpha if text else 1.0)
         if text:
-            parts.append(self._text_vector(clip, model_id, text))
+            with timer.stage("encode"):
+                parts.append(self._text_vector(clip, model_id, text))
             weights.append(1.0 - query.alpha if image is not None else 1.0)
         vector = sum(w * p for w, p in zip(weights, parts, strict=True))
         norm = float(np.linalg.norm(vector))
@@ -236,17 +253,17 @@ class SearchService:
             vector = vector / norm
         return VectorQuery(VectorColumn.CLIP, np.asarray(vector, dtype=np.float32), model_id)
 
-    def _image_vector(
-        self, encoder: Any, model_id: str, image: Image.Image, image_sha: str, raw: bytes | None
-    ) -> np.ndarray:
-        key = self._key("emb", model_id, "img", image_sha)
+    def _image_vector(self, encoder: Any, model_id: str, image: QueryImage, timer: StageTimer) -> np.ndarray:
+        key = self._key("emb", model_id, "img", image.sha)
         cached = self.cache.get(key)
         if cached is not None:
             return np.frombuffer(cached, dtype=np.float32)
-        if isinstance(encoder, RemoteEncoder) and raw is not None:
-            vector = encoder.encode_image_bytes([raw])[0]
-        else:
-            vector = encoder.encode_images([image])[0]
+        pixels = image.decoded()  # also validates: a bad upload is a 4xx, never an encoder failure
+        with timer.stage("encode"):
+            if isinstance(encoder, RemoteEncoder):
+                vector = encoder.encode_image_bytes([image.data])[0]
+            else:
+                vector = encoder.encode_images([pixels])[0]
         self.cache.set(key, np.asarray(vector, dtype=np.float32).tobytes(), self.settings.cache_ttl_s)
         return vector
 

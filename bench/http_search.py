@@ -1,0 +1,232 @@
+"""End-to-end search latency over HTTP on a 100k-product catalog.
+
+    .venv/bin/python bench/http_search.py [--products 100000] [--requests 200] [--concurrency 1 8 32]
+
+Seeds a separate embedded database (``--data-dir``, default /tmp/lookalike-bench-http) with
+products whose CLIP vectors are real model outputs for the clothing photos (random-weight
+ViT-B-32: same compute as the real weights), perturbed and renormalised to reach the catalog
+size; then starts a real ``lookalike serve`` and measures p50/p95/p99 and throughput for
+uncached text queries, uncached image uploads (400x533 JPEG) and cached repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from api.db import migrate  # noqa: E402
+from api.db.engine import Database  # noqa: E402
+from api.services.encoders import EncoderHub  # noqa: E402
+from api.settings import Settings  # noqa: E402
+
+DATASET = Path(os.environ.get("LOOKALIKE_DATASET_DIR", REPO_ROOT.parent / "shared/datasets/clothing-small"))
+COLORS = ("red", "blue", "black", "white", "green", "striped", "denim", "floral")
+
+
+def settings_for(data_dir: Path) -> Settings:
+    return Settings(data_dir=data_dir, clip_random_weights=True, _env_file=None)  # type: ignore[call-arg]
+
+
+def seed(data_dir: Path, products: int, sources: int) -> None:
+    """COPY ``products`` rows built from ``sources`` real photo embeddings (skipped if already there)."""
+    settings = settings_for(data_dir)
+    database = Database(settings)
+    migrate.upgrade(database)
+    with database.engine.connect() as conn:
+        existing = conn.exec_driver_sql("SELECT count(*) FROM products").scalar() or 0
+    if existing >= products:
+        print(f"catalog already has {existing} products")
+        database.dispose()
+        return
+    hub = EncoderHub(settings)
+    hub.load()
+    clip = hub.clip()
+    photos = sorted((DATASET / "train").glob("*/*.jpg"))[:: max(1, 3068 // sources)][:sources]
+    started = time.perf_counter()
+    vectors = clip.encode_images([Image.open(p).convert("RGB") for p in photos])
+    print(f"encoded {len(photos)} source photos in {time.perf_counter() - started:.1f}s")
+    rng = np.random.default_rng(0)
+    model_id = hub.clip_model_id
+    with database.engine.begin() as conn:
+        conn.exec_driver_sql("TRUNCATE products")
+        raw = conn.connection.dbapi_connection
+        assert raw is not None
+        copy_sql = "COPY products (sku, name, description, category, price, attributes, image_embedding, image_model) FROM STDIN"
+        with raw.cursor() as cursor, cursor.copy(copy_sql) as copy:
+            for i in range(products):
+                source = i % len(photos)
+                vector = vectors[source] + rng.normal(scale=0.03, size=vectors.shape[1]).astype(np.float32)
+                vector /= np.linalg.norm(vector)
+                label = photos[source].parent.name
+                color = COLORS[i % len(COLORS)]
+                copy.write_row(
+                    (
+                        f"P{i:07d}",
+                        f"{color.title()} {label} {i}",
+                        f"A {color} {label} from the bench catalog",
+                        label,
+                        5 + (i % 300),
+                        json.dumps({"color": color}),
+                        "[" + ",".join(f"{x:.6f}" for x in vector) + "]",
+                        model_id,
+                    )
+                )
+    started = time.perf_counter()
+    with database.engine.begin() as conn:
+        conn.exec_driver_sql("REINDEX INDEX products_image_embedding_hnsw")
+        conn.exec_driver_sql("ANALYZE products")
+    print(f"seeded {products} products; HNSW rebuilt in {time.perf_counter() - started:.1f}s")
+    hub.close()
+    database.dispose()
+
+
+def query_images(count: int) -> list[bytes]:
+    """Distinct 400x533 JPEGs (distinct bytes defeat every cache), like a phone photo after resize."""
+    photos = sorted((DATASET / "test").glob("*/*.jpg"))
+    out = []
+    for i in range(count):
+        image = Image.open(photos[i % len(photos)]).convert("RGB").resize((400, 533))
+        image.putpixel((i % 400, (i // 400) % 533), (i % 256, 0, 0))
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=88)
+        out.append(buffer.getvalue())
+    return out
+
+
+async def run_load(base: str, make_request, total: int, concurrency: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    latencies: list[float] = []
+    modes: dict[str, int] = {}
+    counter = iter(range(total))
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+
+    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
+
+        async def worker() -> None:
+            for i in counter:
+                started = time.perf_counter()
+                response = await make_request(client, i)
+                latencies.append((time.perf_counter() - started) * 1000)
+                assert response.status_code == 200, response.text
+                mode = response.json()["mode"] + (" cached" if response.json()["cached"] else "")
+                modes[mode] = modes.get(mode, 0) + 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - started
+    q = np.percentile(latencies, [50, 95, 99])
+    return {
+        "p50_ms": round(float(q[0]), 1),
+        "p95_ms": round(float(q[1]), 1),
+        "p99_ms": round(float(q[2]), 1),
+        "throughput_rps": round(total / wall, 1),
+        "requests": total,
+        "modes": modes,
+    }
+
+
+async def benchmark(base: str, requests: int, concurrencies: list[int]) -> list[dict[str, object]]:
+    images = query_images(requests * len(concurrencies) + 1)
+    cached_image = images[-1]
+    rows: list[dict[str, object]] = []
+    offset = 0
+
+    for concurrency in concurrencies:
+        start = offset
+
+        async def text_query(client: httpx.AsyncClient, i: int, start: int = start) -> httpx.Response:
+            word = COLORS[i % len(COLORS)]
+            return await client.post("/api/v1/search", json={"text": f"{word} summer outfit no {start + i}"})
+
+        async def image_query(client: httpx.AsyncClient, i: int, start: int = start) -> httpx.Response:
+            files = {"file": ("q.jpg", images[start + i], "image/jpeg")}
+            return await client.post("/api/v1/search/image", files=files)
+
+        async def cached_query(client: httpx.AsyncClient, i: int) -> httpx.Response:
+            files = {"file": ("q.jpg", cached_image, "image/jpeg")}
+            return await client.post("/api/v1/search/image", files=files)
+
+        async with httpx.AsyncClient(base_url=base, timeout=60) as warm:
+            await cached_query(warm, 0)
+        for name, make in (("text", text_query), ("image", image_query), ("cached image", cached_query)):
+            result = await run_load(base, make, requests, concurrency)
+            rows.append({"query": name, "concurrency": concurrency, **result})
+            print(f"{name:>12} c={concurrency:<3} {result}", flush=True)
+        offset += requests
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--products", type=int, default=100_000)
+    parser.add_argument("--sources", type=int, default=600, help="real photos the vectors derive from")
+    parser.add_argument("--requests", type=int, default=200, help="per query kind and concurrency")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--data-dir", type=Path, default=Path("/tmp/lookalike-bench-http"))
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench/results/http_search.json")
+    args = parser.parse_args()
+
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    seed(args.data_dir, args.products, args.sources)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKALIKE_") and k != "DATABASE_URL"}
+    env.update(LOOKALIKE_DATA_DIR=str(args.data_dir), LOOKALIKE_CLIP_RANDOM_WEIGHTS="1")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "serve", "--port", str(args.port)],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{args.port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                if httpx.get(base + "/api/v1/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise SystemExit("server did not come up")
+            time.sleep(0.5)
+        rows = asyncio.run(benchmark(base, args.requests, args.concurrency))
+    finally:
+        server.terminate()
+        server.wait(30)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "products": args.products,
+        "command": " ".join(sys.argv),
+    }
+    args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    print("\n| query | concurrency | p50 ms | p95 ms | p99 ms | req/s |\n|---|---|---|---|---|---|")
+    for row in rows:
+        print(
+            f"| {row['query']} | {row['concurrency']} | {row['p50_ms']} | {row['p95_ms']} | {row['p99_ms']} | {row['throughput_rps']} |"
+        )
+    print(f"\n(raw: {args.out})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
