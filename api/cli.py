@@ -112,6 +112,30 @@ def _reembed(args: argparse.Namespace, settings: Settings) -> None:
         database.dispose()
 
 
+def _encoder_serve(args: argparse.Namespace, settings: Settings) -> None:
+    from encoder.service import load_encoders, serve
+
+    clip, mobilenet, reasons = load_encoders(
+        clip_model=settings.clip_model,
+        clip_weights=settings.clip_weights_path,
+        random_weights=settings.clip_random_weights,
+        mobilenet=not args.no_mobilenet,
+        device=settings.device,
+        batch_size=settings.batch_size,
+    )
+    if clip is None and mobilenet is None:
+        raise LookalikeError(f"the encoder service has no model to serve: {reasons}")
+    serve(
+        args.host,
+        args.port,
+        clip,
+        mobilenet,
+        max_upload_bytes=settings.max_upload_bytes,
+        max_pixels=settings.max_image_pixels,
+        unavailable=reasons,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lookalike", description="Visual product search on PostgreSQL.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -121,6 +145,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="bind address (default 127.0.0.1, or LOOKALIKE_HOST)")
     serve.add_argument("--port", type=int, help="port (default 8000, or LOOKALIKE_PORT)")
     serve.set_defaults(handler=_serve)
+
+    encoder = commands.add_parser("encoder", help="the standalone encoder service")
+    encoder_commands = encoder.add_subparsers(dest="encoder_command", required=True)
+    encoder_serve = encoder_commands.add_parser(
+        "serve", help="serve CLIP (and MobileNetV2) over HTTP for LOOKALIKE_ENCODER_URL clients"
+    )
+    encoder_serve.add_argument("--host", default="127.0.0.1")
+    encoder_serve.add_argument("--port", type=int, default=8001)
+    encoder_serve.add_argument("--no-mobilenet", action="store_true", help="serve CLIP only")
+    encoder_serve.set_defaults(handler=_encoder_serve)
 
     db = commands.add_parser("db", help="database migrations")
     db_commands = db.add_subparsers(dest="db_command", required=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,25 +12,15 @@ import pytest
 
 from api.settings import Settings
 from tests.api.conftest import ADMIN_TOKEN, b64, running_api
-from tests.support import REPO_ROOT, free_port, wait_for_http
+from tests.support import LOOKALIKE, REPO_ROOT, clean_env, free_port, wait_for_http
 
 
 def start_encoder_service(port: int) -> subprocess.Popen[bytes]:
+    """``lookalike encoder serve``, as an operator runs it (random-weight CLIP, same seed as ours)."""
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "encoder.service",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--random-weights",
-            "--no-mobilenet",
-            "--log-level",
-            "warning",
-        ],
+        [*LOOKALIKE, "encoder", "serve", "--host", "127.0.0.1", "--port", str(port), "--no-mobilenet"],
         cwd=REPO_ROOT,
+        env=clean_env(LOOKALIKE_CLIP_RANDOM_WEIGHTS="1"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
