@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
+from api.db import migrate
+from api.db.engine import Database
 from api.errors import LookalikeError
 from api.settings import Settings, get_settings
+from encoder.errors import EncoderError
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> None:
@@ -25,49 +29,38 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
         state.close()
 
 
-def _db_upgrade(args: argparse.Namespace, settings: Settings) -> None:
-    from api.db import migrate
-    from api.db.engine import Database
-
+@contextmanager
+def _database(settings: Settings) -> Iterator[Database]:
     database = Database(settings)
     try:
-        migrate.upgrade(database, args.revision)
-        print(f"database at revision {migrate.current_revision(database)}")
+        yield database
     finally:
         database.dispose()
+
+
+def _db_upgrade(args: argparse.Namespace, settings: Settings) -> None:
+    with _database(settings) as database:
+        migrate.upgrade(database, args.revision)
+        print(f"database at revision {migrate.current_revision(database)}")
 
 
 def _db_downgrade(args: argparse.Namespace, settings: Settings) -> None:
-    from api.db import migrate
-    from api.db.engine import Database
-
-    database = Database(settings)
-    try:
+    with _database(settings) as database:
         migrate.downgrade(database, args.revision)
         print(f"database at revision {migrate.current_revision(database)}")
-    finally:
-        database.dispose()
 
 
 def _db_current(args: argparse.Namespace, settings: Settings) -> None:
-    from api.db import migrate
-    from api.db.engine import Database
-
-    database = Database(settings)
-    try:
+    with _database(settings) as database:
         info = database.check()
         print(f"PostgreSQL {info.postgres_version}, pgvector {info.pgvector_version}")
         print(f"revision {migrate.current_revision(database)}")
         print(f"url {database.display_url}")
-    finally:
-        database.dispose()
 
 
 def _ingest(args: argparse.Namespace, settings: Settings) -> None:
     from pathlib import Path
 
-    from api.db import migrate
-    from api.db.engine import Database
     from api.services.encoders import EncoderHub
     from api.services.ingest.bulk import timed_ingest
     from api.services.ingest.sources import file_items, folder_items
@@ -102,14 +95,10 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _reembed(args: argparse.Namespace, settings: Settings) -> None:
-    from api.db.engine import Database
     from api.services.ingest.reembed import reembed
 
-    database = Database(settings)
-    try:
+    with _database(settings) as database:
         print(reembed(database, args.model).instructions())
-    finally:
-        database.dispose()
 
 
 def _encoder_serve(args: argparse.Namespace, settings: Settings) -> None:
@@ -201,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace, Settings], None] = args.handler
     try:
         handler(args, get_settings())
-    except LookalikeError as exc:
+    except (LookalikeError, EncoderError) as exc:
         print(f"lookalike: error: {exc}", file=sys.stderr)
         return 1
     return 0

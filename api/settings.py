@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 import platformdirs
 from pydantic import AliasChoices, Field, field_validator
@@ -42,6 +43,9 @@ class Settings(BaseSettings):
     """Tests and benchmarks only: build the architecture with random weights (same compute)."""
     device: str = "auto"
     """``auto`` (CUDA when present), ``cpu`` or ``cuda``."""
+    clip_runtime: Literal["auto", "torch", "onnx", "onnx-int8"] = "auto"
+    """CPU only: run CLIP on ONNX Runtime (exported once into ``<data_dir>/models``). ``auto``
+    takes the fastest of int8 / fp32 ONNX that matches torch fp32 here, else torch."""
     batch_size: int = 32
     encoder_url: str | None = None
     """Base URL of a ``lookalike encoder serve`` process; unset means encode in-process."""

@@ -8,16 +8,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 from pgvector.sqlalchemy import Vector
 from sqlalchemy import (
     BigInteger,
     Column,
+    ColumnElement,
     DateTime,
     MetaData,
     Numeric,
     Table,
     Text,
+    func,
+    literal_column,
 )
 from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
 
@@ -51,6 +55,15 @@ class Catalog:
     @property
     def fallback_index(self) -> str:
         return self.index("fallback_embedding_hnsw")
+
+    def listing_columns(self) -> list[ColumnElement[Any]]:
+        """What a shopper sees of a product: the columns every search result and product read return."""
+        t = self.sa_table
+        return [
+            t.c.id, t.c.sku, t.c.name, t.c.description, t.c.category, t.c.price, t.c.currency,
+            func.coalesce(t.c.attributes, literal_column("'{}'::jsonb")).label("attributes"),
+            t.c.image_url,
+        ]  # fmt: skip
 
     @cached_property
     def sa_table(self) -> Table:

@@ -50,23 +50,10 @@ class Embeddings:
 def _product_columns(catalog: Catalog) -> list[Any]:
     t = catalog.sa_table
     return [
-        t.c.id,
-        t.c.sku,
-        t.c.name,
-        t.c.description,
-        t.c.category,
-        t.c.price,
-        t.c.currency,
-        func.coalesce(t.c.attributes, text("'{}'::jsonb")).label("attributes"),
-        t.c.image_url,
-        t.c.created_at,
-        t.c.updated_at,
-        t.c.image_model,
-        t.c.fallback_model,
-        t.c.image_sha256,
-        t.c.embedded_at,
-        t.c.embed_error,
-    ]
+        *catalog.listing_columns(),
+        t.c.created_at, t.c.updated_at, t.c.image_model, t.c.fallback_model, t.c.image_sha256,
+        t.c.embedded_at, t.c.embed_error,
+    ]  # fmt: skip
 
 
 def get_product(conn: Connection, catalog: Catalog, sku: str) -> Product | None:

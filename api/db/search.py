@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 import numpy as np
-from sqlalchemy import ColumnElement, Connection, Select, and_, func, literal_column, select, text
+from sqlalchemy import ColumnElement, Connection, Select, and_, func, select, text
 from sqlalchemy.dialects.postgresql import JSONB
 
 from api.db.catalog import Catalog
@@ -121,21 +121,6 @@ def _prepare(
     return vector_statement(catalog, query, filters, page)
 
 
-def _product_columns(catalog: Catalog) -> list[ColumnElement[Any]]:
-    t = catalog.sa_table
-    return [
-        t.c.id,
-        t.c.sku,
-        t.c.name,
-        t.c.description,
-        t.c.category,
-        t.c.price,
-        t.c.currency,
-        func.coalesce(t.c.attributes, literal_column("'{}'::jsonb")).label("attributes"),
-        t.c.image_url,
-    ]
-
-
 def _filter_clauses(catalog: Catalog, filters: Filters) -> list[ColumnElement[bool]]:
     t = catalog.sa_table
     clauses: list[ColumnElement[bool]] = []
@@ -163,7 +148,7 @@ def vector_statement(catalog: Catalog, query: VectorQuery, filters: Filters, pag
     if query.exclude_sku is not None:
         where.append(t.c.sku != query.exclude_sku)
     return (
-        select(*_product_columns(catalog), (1 - distance).label("score"))
+        select(*catalog.listing_columns(), (1 - distance).label("score"))
         .where(and_(*where))
         .order_by(distance)
         .limit(page.top_k)
@@ -177,7 +162,7 @@ def text_statement(catalog: Catalog, query: TextQuery, filters: Filters, page: P
     # Normalisation 32 maps rank to rank/(rank+1): a 0..1 score comparable across queries.
     rank = func.ts_rank_cd(t.c.search_tsv, tsquery, 32)
     return (
-        select(*_product_columns(catalog), rank.label("score"))
+        select(*catalog.listing_columns(), rank.label("score"))
         .where(and_(t.c.search_tsv.op("@@")(tsquery), *_filter_clauses(catalog, filters)))
         .order_by(rank.desc(), t.c.id)
         .limit(page.top_k)

@@ -68,9 +68,12 @@ class EncoderHub:
                 random_weights=self.settings.clip_random_weights,
                 device=self.settings.device,
                 batch_size=self.settings.batch_size,
+                runtime=self.settings.clip_runtime,
+                onnx_cache_dir=self.settings.data_dir / "models",
             )
             self._clip_reason = None
-            log.info("CLIP %s ready on %s", self._clip.model_id, self._clip.device)
+            runtime = getattr(self._clip, "runtime", "torch")
+            log.info("CLIP %s ready on %s (%s)", self._clip.model_id, self._clip.device, runtime)
         except EncoderUnavailableError as exc:
             self._clip, self._clip_reason = None, str(exc)
             log.warning("CLIP unavailable, search runs in fallback modes: %s", exc)
