@@ -44,8 +44,9 @@ class Settings(BaseSettings):
     device: str = "auto"
     """``auto`` (CUDA when present), ``cpu`` or ``cuda``."""
     clip_runtime: Literal["auto", "torch", "onnx", "onnx-int8"] = "auto"
-    """CPU only: run CLIP on ONNX Runtime (exported once into ``<data_dir>/models``). ``auto``
-    takes the fastest of int8 / fp32 ONNX that matches torch fp32 here, else torch."""
+    """CPU only: run CLIP on ONNX Runtime, exported on first start into the user cache dir
+    (``$XDG_CACHE_HOME/lookalike/onnx``). ``auto`` takes the fastest of int8 / fp32 ONNX whose
+    vectors match torch fp32 (cosine >= 0.999) on this CPU, else torch."""
     batch_size: int = 32
     encoder_url: str | None = None
     """Base URL of a ``lookalike encoder serve`` process; unset means encode in-process."""

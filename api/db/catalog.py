@@ -89,5 +89,6 @@ class Catalog:
             Column("image_sha256", Text),
             Column("embedded_at", DateTime(timezone=True)),
             Column("embed_error", Text),
+            Column("embed_source", Text),
             Column("search_tsv", TSVECTOR),
         )

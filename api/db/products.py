@@ -105,6 +105,8 @@ def write_embeddings(conn: Connection, catalog: Catalog, product_id: int, embedd
             image_sha256=embeddings.image_sha256,
             embedded_at=func.now(),
             embed_error=None,
+            # The row's current image_url is what these vectors describe: the worker skips it.
+            embed_source=t.c.image_url,
         )
     )
 
@@ -123,6 +125,7 @@ def clear_embeddings(conn: Connection, catalog: Catalog, product_id: int) -> Non
             image_sha256=None,
             embedded_at=None,
             embed_error=None,
+            embed_source=None,
         )
     )
 

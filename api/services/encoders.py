@@ -68,8 +68,9 @@ class EncoderHub:
                 random_weights=self.settings.clip_random_weights,
                 device=self.settings.device,
                 batch_size=self.settings.batch_size,
+                # Exported models go to the user cache dir (XDG_CACHE_HOME), not data_dir: they
+                # are rebuildable, and one export then serves every data dir on the machine.
                 runtime=self.settings.clip_runtime,
-                onnx_cache_dir=self.settings.data_dir / "models",
             )
             self._clip_reason = None
             runtime = getattr(self._clip, "runtime", "torch")

@@ -79,6 +79,9 @@ def test_create_with_uploaded_file_stores_and_serves_the_image(api: Api) -> None
     assert response.status_code == 201, response.text
     product = response.json()
     assert product["attributes"] == {"color": "black"} and product["price"] == 12.5
+    with api.state.database.engine.connect() as conn:
+        source = conn.execute(text("SELECT embed_source FROM products WHERE sku = 'UP-1'")).scalar()
+    assert source == product["image_url"]  # the background worker has nothing left to do for it
     served = api.client.get(f"/api/v1/images/{product['image_url']}")
     assert served.status_code == 200 and served.content == data
     assert api.client.get("/api/v1/products/UP-1").json()["sku"] == "UP-1"
