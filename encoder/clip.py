@@ -12,7 +12,8 @@ import open_clip
 import torch
 from PIL import Image
 
-from encoder.clip_weights import ResolvedWeights, resolve_weights, tag_config
+from encoder.clip_onnx import OnnxClipEncoder, accelerate
+from encoder.clip_weights import ResolvedWeights, _hf_cached, resolve_weights, tag_config
 from encoder.devices import configure_cpu_threads, resolve_device
 from encoder.errors import EncoderUnavailableError
 from encoder.inference import encode_in_batches
@@ -85,12 +86,19 @@ def load_clip_encoder(
     device: str = "auto",
     batch_size: int = 32,
     cache_dir: str | None = None,
-) -> ClipEncoder:
+    runtime: str = "torch",
+    onnx_cache_dir: Path | None = None,
+) -> ClipEncoder | OnnxClipEncoder:
     """Build the registry model ``model_name``; raise EncoderUnavailableError rather than guess.
 
     ``random_weights`` builds the same architecture with seeded random init (tests and
     benchmarks: identical compute, meaningless vectors); the encoder then reports
     ``weights_source="random"`` so /health can never pass it off as a real model.
+
+    ``runtime`` (see :data:`encoder.clip_onnx.RUNTIMES`) may move the forward passes to ONNX
+    Runtime; the torch model is always built first, as the reference that the exported
+    graphs must match and as the fallback when they cannot be used. ``torch`` is the
+    default here so a caller asking for "the model" gets the reference; the API opts in.
     """
     spec = clip_spec(model_name)
     resolved_device = resolve_device(device)
@@ -99,13 +107,15 @@ def load_clip_encoder(
     if random_weights:
         model, preprocess = _build_random(spec)
         source = "random"
+        weights_key = f"random:seed={RANDOM_WEIGHTS_SEED}:{spec.arch}"
     else:
         resolved = resolve_weights(spec, weights_path, cache_dir)
         model, preprocess = _build_pretrained(spec, resolved, cache_dir)
         source = resolved.source
+        weights_key = _weights_fingerprint(resolved, cache_dir)
     tokenizer = _tokenizer(spec, weights_path)
     model = model.to(resolved_device).eval()
-    return ClipEncoder(
+    base = ClipEncoder(
         spec,
         model,
         preprocess,
@@ -114,6 +124,33 @@ def load_clip_encoder(
         batch_size=batch_size,
         weights_source=source,
     )
+    return accelerate(base, runtime, cache_dir=onnx_cache_dir, weights_key=weights_key)
+
+
+def _weights_fingerprint(resolved: ResolvedWeights, cache_dir: str | None) -> str:
+    """Source plus path, size and mtime of the checkpoint file(s): cheap, and changes when they do.
+
+    This is what keys the ONNX cache (exported graphs and the probe reference they are checked
+    against), so it must change with the weights. Hashing a 600 MB checkpoint would add seconds
+    to every start; a file rewritten in place with the same size and mtime is the accepted gap.
+    Hugging Face cache paths already carry the revision (``snapshots/<commit>/``).
+    """
+    paths: list[Path] = []
+    if resolved.pretrained is not None:
+        paths.append(Path(resolved.pretrained))
+    elif resolved.model_name.startswith("local-dir:"):
+        paths.extend(sorted(Path(resolved.model_name.removeprefix("local-dir:")).iterdir()))
+    elif resolved.model_name.startswith("hf-hub:"):
+        config = _hf_cached(resolved.model_name.removeprefix("hf-hub:"), "open_clip_config.json", cache_dir)
+        paths.extend(sorted(Path(config).parent.iterdir()) if config else [])
+    stamps = []
+    for path in paths:
+        try:
+            stat = path.resolve().stat()
+            stamps.append(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}")
+        except OSError:
+            stamps.append(f"{path}:missing")
+    return "|".join([resolved.source, *stamps])
 
 
 def _transform_kwargs(spec: ClipModelSpec) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from encoder.clip import ClipEncoder, load_clip_encoder
+from encoder.clip_onnx import OnnxClipEncoder
 from encoder.mobilenet import MobileNetEncoder, load_mobilenet_encoder
 
 
@@ -19,14 +20,22 @@ def build_clip_encoder(
     random_weights: bool = False,
     device: str = "auto",
     batch_size: int = 32,
-) -> ClipEncoder:
-    """CLIP from ``encoder.registry``; raises EncoderUnavailableError (with the reason) on missing weights."""
+    runtime: str = "torch",
+    onnx_cache_dir: Path | None = None,
+) -> ClipEncoder | OnnxClipEncoder:
+    """CLIP from ``encoder.registry``; raises EncoderUnavailableError (with the reason) on missing weights.
+
+    ``runtime`` is one of ``encoder.clip_onnx.RUNTIMES``; anything but ``torch`` exports to
+    ``onnx_cache_dir`` on first use and silently (logged) falls back to torch if it cannot.
+    """
     return load_clip_encoder(
         model_name,
         weights_path=weights_path,
         random_weights=random_weights,
         device=device,
         batch_size=batch_size,
+        runtime=runtime,
+        onnx_cache_dir=onnx_cache_dir,
     )
 
 
