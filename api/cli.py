@@ -111,6 +111,7 @@ def _encoder_serve(args: argparse.Namespace, settings: Settings) -> None:
         mobilenet=not args.no_mobilenet,
         device=settings.device,
         batch_size=settings.batch_size,
+        clip_runtime=settings.clip_runtime,
     )
     if clip is None and mobilenet is None:
         raise LookalikeError(f"the encoder service has no model to serve: {reasons}")

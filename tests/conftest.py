@@ -49,7 +49,14 @@ def make_settings(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Set
     data_dir = tmp_path_factory.mktemp("lookalike-data")
 
     def build(**overrides: object) -> Settings:
-        values: dict[str, object] = {"data_dir": data_dir, "clip_random_weights": True, "_env_file": None}
+        # torch runtime: exact parity between catalog and query vectors keeps rankings of near-ties
+        # stable; the ONNX/int8 path has its own parity tests (tests/encoder/test_clip_fast.py).
+        values: dict[str, object] = {
+            "data_dir": data_dir,
+            "clip_random_weights": True,
+            "clip_runtime": "torch",
+            "_env_file": None,
+        }
         values.update(overrides)
         return Settings(**values)  # type: ignore[arg-type]
 

@@ -45,7 +45,7 @@ class TrainRun:
 
 @pytest.fixture(scope="module")
 def hub(make_settings: Callable[..., Settings]) -> Iterator[EncoderHub]:
-    hub = EncoderHub(make_settings())
+    hub = EncoderHub(make_settings(clip_runtime="auto"))
     hub.load()
     yield hub
     hub.close()
@@ -73,7 +73,8 @@ def train_run(
 ) -> Iterator[TrainRun]:
     media = tmp_path_factory.mktemp("media")
     shutil.copytree(clothing_dataset / "train", media / "train")  # a copy: one file gets edited below
-    settings = make_settings(database_url=create_database(), image_root=media)
+    # The production default runtime (ONNX, int8 image tower): the bulk of this test is encoding.
+    settings = make_settings(database_url=create_database(), image_root=media, clip_runtime="auto")
     database = Database(settings)
     migrate.upgrade(database)
 
