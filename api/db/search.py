@@ -24,6 +24,8 @@ from api.db.catalog import Catalog
 # enough for a filter that keeps ~0.5% of a million rows, small enough to bound the worst case.
 MAX_SCAN_TUPLES = 200_000
 MAX_EF_SEARCH = 1000
+# 40 (pgvector's default) gave recall@10 0.973 on 1M x 512; 60 gives 0.982 for ~0.5 ms more.
+MIN_EF_SEARCH = 60
 
 
 class VectorColumn(StrEnum):
@@ -111,7 +113,7 @@ def _prepare(
     # distance" (it ignores de-TOASTing 2 KB vectors) and picks it for filters keeping a few
     # thousand rows, where it measured 2x slower than the HNSW walk. The ORDER BY can then
     # only come from the vector index, with the iterative scan filling the page.
-    ef_search = min(max(40, page.top_k + page.offset), MAX_EF_SEARCH)
+    ef_search = min(max(MIN_EF_SEARCH, page.top_k + page.offset), MAX_EF_SEARCH)
     conn.exec_driver_sql(
         f"SET LOCAL hnsw.ef_search = {ef_search}; "
         "SET LOCAL hnsw.iterative_scan = strict_order; "

@@ -137,3 +137,22 @@ def postgres_processes_for(data_dir: Path) -> list[psutil.Process]:
         if not found or time.monotonic() > deadline:
             return found
         time.sleep(0.2)
+
+
+def test_embedded_server_is_sized_for_vector_search(server_url: str) -> None:
+    """The default 128 MB of shared buffers cannot hold a catalog's HNSW index."""
+    if os.environ.get("TEST_DATABASE_URL"):
+        pytest.skip("an external server keeps its own configuration")
+    from sqlalchemy import create_engine, text
+
+    from api.db.embedded import shared_buffers_mb
+
+    engine = create_engine(server_url)
+    with engine.connect() as conn:
+        shared_buffers = conn.execute(
+            text("SELECT setting::bigint * 8 / 1024 FROM pg_settings WHERE name = 'shared_buffers'")
+        ).scalar()
+        maintenance = conn.execute(text("SHOW maintenance_work_mem")).scalar()
+    engine.dispose()
+    assert shared_buffers == shared_buffers_mb() > 128
+    assert maintenance == "1GB"
