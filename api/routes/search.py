@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 
 from api.db.search import Filters, Page
 from api.errors import RequestError
@@ -28,24 +29,28 @@ def to_filters(filters: SearchFilters) -> Filters:
     )
 
 
-def to_response(result: SearchResult, page: Page) -> dict[str, Any]:
+def to_response(result: SearchResult, page: Page) -> JSONResponse:
+    """Built by hand and returned as a Response: the shape is SearchResponse (what /docs shows),
+    but re-validating every hit through pydantic cost more than the cached search itself."""
     results = [{**hit, "similarity": round(hit["score"] * 100, 2)} for hit in result.hits]
     full_page = len(results) == page.top_k
-    return {
-        "mode": result.mode.value,
-        "cached": result.cached,
-        "fallback_reason": result.fallback_reason,
-        "timing": result.timing,
-        "count": len(results),
-        "top_k": page.top_k,
-        "offset": page.offset,
-        "next_offset": page.offset + page.top_k if full_page else None,
-        "results": results,
-    }
+    return JSONResponse(
+        {
+            "mode": result.mode.value,
+            "cached": result.cached,
+            "fallback_reason": result.fallback_reason,
+            "timing": result.timing,
+            "count": len(results),
+            "top_k": page.top_k,
+            "offset": page.offset,
+            "next_offset": page.offset + page.top_k if full_page else None,
+            "results": results,
+        }
+    )
 
 
 @router.post("/api/v1/search", response_model=SearchResponse)
-def search(body: SearchRequest, state: AppState = Depends(app_state)) -> dict[str, Any]:
+def search(body: SearchRequest, state: AppState = Depends(app_state)) -> JSONResponse:
     image = None
     if body.image is not None:
         image = decode_base64_image(body.image, state.settings.max_upload_bytes)
@@ -91,7 +96,7 @@ async def search_image(
     price_max: Annotated[str | None, Form()] = None,
     attributes: Annotated[str | None, Form(description='JSON object, e.g. {"color": "red"}')] = None,
     state: AppState = Depends(app_state),
-) -> dict[str, Any]:
+) -> JSONResponse:
     image = await read_upload(file, state.settings.max_upload_bytes)
     filters = _form_filters(category, price_min, price_max, attributes)
     page = Page(top_k, offset, score_threshold)
@@ -109,7 +114,7 @@ def similar(
     price_min: Annotated[Decimal | None, Query(ge=0)] = None,
     price_max: Annotated[Decimal | None, Query(ge=0)] = None,
     state: AppState = Depends(app_state),
-) -> dict[str, Any]:
+) -> JSONResponse:
     try:
         filters = SearchFilters(category=category or None, price_min=price_min, price_max=price_max)
     except ValueError as exc:
