@@ -73,12 +73,14 @@ class ImageServer:
             def do_GET(self) -> None:
                 server.requests += 1
                 path = self.path.split("?")[0]
-                if path == "/good.jpg":
+                if path == "/good.jpg" or (path == "/missing.jpg" and server.missing_exists):
                     self._send(200, "image/jpeg", server.image)
+                elif path == "/corrupt.jpg":
+                    self._send(200, "image/jpeg", b"\xff\xd8\xff\xe0" + b"garbage" * 50)
                 elif path == "/slow.jpg":
                     time.sleep(server.slow_s)
                     self._send(200, "image/jpeg", server.image)
-                elif path == "/page.html":
+                elif path in ("/page.html", "/page.jpg"):
                     self._send(200, "text/html", b"<html><body>not an image</body></html>")
                 elif path == "/huge.jpg":
                     self.send_response(200)
@@ -90,10 +92,12 @@ class ImageServer:
                             self.wfile.write(chunk)
                     except (BrokenPipeError, ConnectionResetError):
                         pass
-                elif path == "/loop":
-                    self._redirect("/loop")
-                elif path == "/to-private":
+                elif path in ("/loop", "/loop.jpg"):
+                    self._redirect(path)
+                elif path in ("/to-private", "/metadata.jpg"):
                     self._redirect("http://169.254.169.254/latest/meta-data/")
+                elif path == "/lan.jpg":
+                    self._redirect("http://10.0.0.1/a.jpg")
                 elif path == "/redirect-good":
                     self._redirect("/good.jpg")
                 else:
@@ -115,6 +119,8 @@ class ImageServer:
 
         self.requests = 0
         self.slow_s = 5.0
+        self.missing_exists = False
+        """Flip to make /missing.jpg appear (a fixed source that should be retried)."""
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
-import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -22,75 +19,16 @@ from api.services.ingest.bulk import run_ingest
 from api.services.ingest.sources import file_items
 from api.services.ingest.worker import EmbeddingWorker
 from api.settings import Settings
+from tests.support import ImageServer
 
 MAX_BYTES = 300_000
-
-
-class ImageServer:
-    def __init__(self, image: bytes) -> None:
-        self.image = image
-        self.missing_exists = False
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def send(self, status: int, body: bytes, content_type: str, **headers: str) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_GET(self) -> None:
-                routes: dict[str, Callable[[], None]] = {
-                    "/good.jpg": lambda: self.send(200, server.image, "image/jpeg"),
-                    "/missing.jpg": lambda: (
-                        self.send(200, server.image, "image/jpeg")
-                        if server.missing_exists
-                        else self.send(404, b"no", "text/plain")
-                    ),
-                    "/slow.jpg": self.slow,
-                    "/huge.jpg": lambda: self.send(
-                        200, b"\xff\xd8\xff" + b"\0" * MAX_BYTES * 2, "image/jpeg"
-                    ),
-                    "/page.jpg": lambda: self.send(200, b"<html>hello</html>", "text/html"),
-                    "/loop.jpg": lambda: self.send(302, b"", "text/plain", Location="/loop.jpg"),
-                    "/metadata.jpg": lambda: self.send(
-                        302, b"", "text/plain", Location="http://169.254.169.254/latest/meta-data/"
-                    ),
-                    "/lan.jpg": lambda: self.send(302, b"", "text/plain", Location="http://10.0.0.1/a.jpg"),
-                    "/corrupt.jpg": lambda: self.send(
-                        200, b"\xff\xd8\xff\xe0" + b"garbage" * 50, "image/jpeg"
-                    ),
-                }
-                routes.get(self.path, lambda: self.send(404, b"no", "text/plain"))()
-
-            def slow(self) -> None:
-                time.sleep(3)
-                self.send(200, server.image, "image/jpeg")
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture(scope="module")
 def server(clothing_dataset: Path) -> Iterator[ImageServer]:
     image = sorted((clothing_dataset / "test" / "hat").glob("*.jpg"))[0].read_bytes()
     server = ImageServer(image)
+    server.slow_s = 3.0  # past the 0.5 s read timeout below
     yield server
     server.close()
 
