@@ -66,7 +66,9 @@ class Timing(BaseModel):
     total: float
 
 
-class SearchHit(BaseModel):
+class ProductView(BaseModel):
+    """What every product answer shows: a search hit and a product read share these fields."""
+
     id: int
     sku: str
     name: str | None
@@ -76,6 +78,9 @@ class SearchHit(BaseModel):
     currency: str | None
     attributes: dict[str, Any]
     image_url: str | None
+
+
+class SearchHit(ProductView):
     score: float = Field(description="cosine similarity (vector modes) or normalised text rank")
     similarity: float = Field(description="score as a percentage")
 
@@ -125,16 +130,7 @@ class ProductPatch(Strict):
         return value
 
 
-class ProductOut(BaseModel):
-    id: int
-    sku: str
-    name: str | None
-    description: str | None
-    category: str | None
-    price: float | None
-    currency: str | None
-    attributes: dict[str, Any]
-    image_url: str | None
+class ProductOut(ProductView):
     created_at: datetime | None
     updated_at: datetime | None
     image_model: str | None
