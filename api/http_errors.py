@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.errors import DatabaseUnavailableError, RequestError
@@ -29,7 +30,7 @@ def _respond(status: int, code: str, message: str, **extra: Any) -> JSONResponse
     return JSONResponse(error_body(code, message, **extra), status_code=status)
 
 
-def _validation_message(exc: RequestValidationError) -> str:
+def _validation_message(exc: RequestValidationError | ValidationError) -> str:
     parts = []
     for error in exc.errors():
         location = ".".join(
@@ -51,6 +52,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return _respond(422, "invalid_request", _validation_message(exc))
+
+    @app.exception_handler(ValidationError)
+    async def _invalid_model(_: Request, exc: ValidationError) -> JSONResponse:
+        # Models validated inside a route (multipart forms, JSON-or-multipart bodies) fail the same way.
         return _respond(422, "invalid_request", _validation_message(exc))
 
     @app.exception_handler(StarletteHTTPException)

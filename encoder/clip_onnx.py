@@ -85,7 +85,7 @@ class OnnxClipEncoder:
         self.runtime = runtime
         """``onnx-int8`` or ``onnx``: which path actually serves (auto resolves to one of them)."""
         self.artifacts = artifacts
-        self._preprocess = base._preprocess
+        self._base_image_batch = base._image_batch  # exactly the torch path's preprocessing
         self._tokenizer = base._tokenizer
         self._visual = visual
         self._text = text
@@ -97,7 +97,7 @@ class OnnxClipEncoder:
             batch_size=self.batch_size,
             dim=self.dim,
             device=self.device,
-            to_tensor=lambda chunk: torch.stack([self._preprocess(i.convert("RGB")) for i in chunk]),
+            to_tensor=self._base_image_batch,
             forward=lambda pixels: _run(self._visual, "pixels", pixels),
             lock=self._lock,
         )
@@ -281,7 +281,7 @@ def _probe_pixels(base: ClipEncoder) -> torch.Tensor:
         smooth = np.asarray(coarse.resize(size, Image.Resampling.BICUBIC), dtype=np.int16)
         grain = rng.randint(-12, 13, smooth.shape, dtype=np.int16)
         images.append(Image.fromarray(np.clip(smooth + grain, 0, 255).astype(np.uint8)))
-    return torch.stack([base._preprocess(image) for image in images])
+    return base._image_batch(images)
 
 
 def _cache_key(model_id: str, weights_key: str) -> str:

@@ -7,6 +7,7 @@ migrations, search SQL and ingestion all take their identifiers from :class:`Cat
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 from functools import cached_property
 from typing import Any
 
@@ -26,6 +27,21 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
 
 from api.settings import Settings
+
+
+@dataclass(frozen=True)
+class Listing:
+    """A product as a shopper sees it: the row shape of :meth:`Catalog.listing_columns`."""
+
+    id: int
+    sku: str
+    name: str | None
+    description: str | None
+    category: str | None
+    price: Decimal | None
+    currency: str | None
+    attributes: dict[str, Any]
+    image_url: str | None
 
 
 @dataclass(frozen=True)

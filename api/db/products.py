@@ -4,29 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 import numpy as np
 from sqlalchemy import Connection, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 
-from api.db.catalog import Catalog
+from api.db.catalog import Catalog, Listing
 
 CATALOG_FIELDS = ("name", "description", "category", "price", "currency", "attributes", "image_url")
 
 
 @dataclass(frozen=True)
-class Product:
-    id: int
-    sku: str
-    name: str | None
-    description: str | None
-    category: str | None
-    price: Decimal | None
-    currency: str | None
-    attributes: dict[str, Any]
-    image_url: str | None
+class Product(Listing):
     created_at: datetime | None
     updated_at: datetime | None
     image_model: str | None

@@ -18,7 +18,7 @@ import numpy as np
 from sqlalchemy import ColumnElement, Connection, Select, and_, func, select, text
 from sqlalchemy.dialects.postgresql import JSONB
 
-from api.db.catalog import Catalog
+from api.db.catalog import Catalog, Listing
 
 # Upper bound on tuples an iterative scan may visit before giving up on filling a page; large
 # enough for a filter that keeps ~0.5% of a million rows, small enough to bound the worst case.
@@ -64,16 +64,7 @@ class TextQuery:
 
 
 @dataclass(frozen=True)
-class Hit:
-    id: int
-    sku: str
-    name: str | None
-    description: str | None
-    category: str | None
-    price: Decimal | None
-    currency: str | None
-    attributes: dict[str, Any]
-    image_url: str | None
+class Hit(Listing):
     score: float
     """Cosine similarity (1 - distance) for vector queries; normalised ts_rank_cd for text."""
 

@@ -7,7 +7,6 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from api.db.products import Product
@@ -50,14 +49,6 @@ def product_out(product: Product) -> dict[str, Any]:
     return ProductOut.model_validate(product, from_attributes=True).model_dump(mode="json")
 
 
-def _invalid(exc: ValidationError) -> RequestError:
-    parts = []
-    for error in exc.errors():
-        location = ".".join(str(p) for p in error.get("loc", ()))
-        parts.append(f"{location}: {str(error.get('msg', 'invalid')).removeprefix('Value error, ')}")
-    return RequestError(422, "invalid_request", "; ".join(parts))
-
-
 async def _parse_product(request: Request, state: AppState) -> tuple[ProductIn, bytes | None]:
     """JSON (image as base64 or image_url) or multipart (image as a file), validated the same way."""
     content_type = request.headers.get("content-type", "")
@@ -82,10 +73,7 @@ async def _parse_product(request: Request, state: AppState) -> tuple[ProductIn, 
             raise RequestError(422, "invalid_request", "the body must be a JSON object")
     else:
         raise RequestError(415, "unsupported_media_type", "send application/json or multipart/form-data")
-    try:
-        body = ProductIn.model_validate(fields)
-    except ValidationError as exc:
-        raise _invalid(exc) from exc
+    body = ProductIn.model_validate(fields)  # a ValidationError is a 422 (api/http_errors.py)
     if sum(x is not None for x in (upload, body.image, body.image_url)) > 1:
         raise RequestError(422, "invalid_request", "give one image: a file, base64 image, or image_url")
     return body, upload

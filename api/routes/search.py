@@ -79,8 +79,6 @@ def _form_filters(
         )
     except InvalidOperation as exc:
         raise RequestError(422, "invalid_request", "price_min/price_max: not a number") from exc
-    except ValueError as exc:  # pydantic's ValidationError, e.g. price_min > price_max
-        raise RequestError(422, "invalid_request", str(exc).splitlines()[-1].strip()) from exc
 
 
 @router.post("/api/v1/search/image", response_model=SearchResponse)
@@ -115,9 +113,6 @@ def similar(
     price_max: Annotated[Decimal | None, Query(ge=0)] = None,
     state: AppState = Depends(app_state),
 ) -> JSONResponse:
-    try:
-        filters = SearchFilters(category=category or None, price_min=price_min, price_max=price_max)
-    except ValueError as exc:
-        raise RequestError(422, "invalid_request", str(exc).splitlines()[-1].strip()) from exc
+    filters = SearchFilters(category=category or None, price_min=price_min, price_max=price_max)
     page = Page(top_k, offset)
     return to_response(state.search.similar(sku, to_filters(filters), page), page)

@@ -139,7 +139,9 @@ class EncoderHub:
                 # A live probe: the client's cached info() would report a dead service as fine.
                 info = self._remote.health().get("models", {}).get("clip", {})
                 if not info.get("available"):
-                    raise EncoderUnavailableError(f"encoder service has no CLIP: {info.get('reason', 'not loaded')}")
+                    raise EncoderUnavailableError(
+                        f"encoder service has no CLIP: {info.get('reason', 'not loaded')}"
+                    )
             except EncoderUnavailableError as exc:
                 return {
                     "status": "down",

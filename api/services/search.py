@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from decimal import Decimal
 from enum import StrEnum
@@ -254,26 +255,26 @@ class SearchService:
         return VectorQuery(VectorColumn.CLIP, np.asarray(vector, dtype=np.float32), model_id)
 
     def _image_vector(self, encoder: Any, model_id: str, image: QueryImage, timer: StageTimer) -> np.ndarray:
-        key = self._key("emb", model_id, "img", image.sha)
-        cached = self.cache.get(key)
-        if cached is not None:
-            return np.frombuffer(cached, dtype=np.float32)
-        pixels = image.decoded()  # also validates: a bad upload is a 4xx, never an encoder failure
-        with timer.stage("encode"):
-            if isinstance(encoder, RemoteEncoder):
-                vector = encoder.encode_image_bytes([image.data])[0]
-            else:
-                vector = encoder.encode_images([pixels])[0]
-        self.cache.set(key, np.asarray(vector, dtype=np.float32).tobytes(), self.settings.cache_ttl_s)
-        return vector
+        def compute() -> np.ndarray:
+            pixels = image.decoded()  # also validates: a bad upload is a 4xx, never an encoder failure
+            with timer.stage("encode"):
+                if isinstance(encoder, RemoteEncoder):
+                    return encoder.encode_image_bytes([image.data])[0]
+                return encoder.encode_images([pixels])[0]
+
+        return self._cached_vector(self._key("emb", model_id, "img", image.sha), compute)
 
     def _text_vector(self, encoder: Any, model_id: str, text: str) -> np.ndarray:
         key = self._key("emb", model_id, "txt", hashlib.sha256(text.encode()).hexdigest())
+        return self._cached_vector(key, lambda: encoder.encode_texts([text])[0])
+
+    def _cached_vector(self, key: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        """Query embeddings by content hash: a repeated photo or phrase skips the model."""
         cached = self.cache.get(key)
         if cached is not None:
             return np.frombuffer(cached, dtype=np.float32)
-        vector = encoder.encode_texts([text])[0]
-        self.cache.set(key, np.asarray(vector, dtype=np.float32).tobytes(), self.settings.cache_ttl_s)
+        vector = np.asarray(compute(), dtype=np.float32)
+        self.cache.set(key, vector.tobytes(), self.settings.cache_ttl_s)
         return vector
 
     def _result_key(
