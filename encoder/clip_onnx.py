@@ -242,12 +242,19 @@ def _artifact(
 
 
 def _session(path: Path) -> ort.InferenceSession:
-    """One session per tower; intra-op threads = the cores torch was given (physical cores here)."""
+    """One session per tower; intra-op threads = the cores torch was given (physical cores here).
+
+    Spinning is off: each session owns a thread pool, and idle workers that busy-wait after
+    a run steal the cores from whatever runs next in this process (the other tower, torch's
+    MobileNetV2). Measured on 2 cores: an image query right after a text query 35 -> 18 ms,
+    batch-32 image throughput 39 -> 48 images/s; a lone text query pays ~1 ms for it.
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # warnings about unused initialisers are noise here
