@@ -15,10 +15,11 @@ from enum import StrEnum
 from typing import Any
 
 import numpy as np
-from sqlalchemy import ColumnElement, Connection, Select, and_, func, select, text
+from sqlalchemy import ColumnElement, Connection, Float, Select, and_, func, select, text
 from sqlalchemy.dialects.postgresql import JSONB
 
 from api.db.catalog import Catalog, Listing
+from api.db.query_vector import query_vector
 
 # Upper bound on tuples an iterative scan may visit before giving up on filling a page; large
 # enough for a filter that keeps ~0.5% of a million rows, small enough to bound the worst case.
@@ -133,7 +134,7 @@ def vector_statement(catalog: Catalog, query: VectorQuery, filters: Filters, pag
     """``ORDER BY column <=> :query`` and nothing else, so the HNSW index can serve the ordering."""
     t = catalog.sa_table
     column = t.c[query.column.value]
-    distance = column.cosine_distance(query.vector)
+    distance = column.op("<=>", return_type=Float)(query_vector(query.vector, column.type))
     where = [column.is_not(None), *_filter_clauses(catalog, filters)]
     if query.model_id is not None:
         model_column = t.c.image_model if query.column is VectorColumn.CLIP else t.c.fallback_model

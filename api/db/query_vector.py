@@ -1,0 +1,65 @@
+"""Query vectors go to PostgreSQL in pgvector's binary format, not as text.
+
+pgvector's SQLAlchemy type sends a vector as the text ``'[0.0123, ...]'``: formatting 512
+floats in Python and parsing them again in the server cost ~0.3-0.5 ms per search, a tenth
+of a filtered 1M-row HNSW query. The binary form is the float32 array byte-swapped behind
+an 4-byte header, sent with no type oid and cast in SQL (``CAST(:q AS vector(512))``),
+so the server types the parameter from the cast and reads it with ``vector_recv``; no
+per-connection type lookup, and it works on any connection, before or after migrations.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import numpy as np
+import psycopg
+from psycopg.adapt import Dumper
+from psycopg.pq import Format
+from sqlalchemy import BindParameter, ColumnElement, bindparam, cast
+from sqlalchemy.types import TypeEngine, UserDefinedType
+
+
+class BinaryVector:
+    """A float32 query vector marked for binary transfer."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.values = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
+
+    def to_binary(self) -> bytes:
+        """pgvector's ``vector_recv`` layout: int16 dim, int16 unused, dim x float4, big-endian."""
+        return struct.pack(">HH", self.values.size, 0) + self.values.astype(">f4").tobytes()
+
+
+class _BinaryVectorDumper(Dumper):
+    format = Format.BINARY
+    # oid stays 0 ("unknown"): the server takes the type from the CAST around the parameter.
+
+    def dump(self, obj: BinaryVector) -> bytes:
+        return obj.to_binary()
+
+
+psycopg.adapters.register_dumper(BinaryVector, _BinaryVectorDumper)
+
+
+class _PassThrough(UserDefinedType[BinaryVector]):
+    """Binds a :class:`BinaryVector` as is: the psycopg dumper above does the encoding."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "bytea"
+
+    def bind_processor(self, dialect: Any) -> None:
+        return None
+
+
+def query_vector(
+    vector: np.ndarray, column_type: TypeEngine[Any], name: str = "query_vector"
+) -> ColumnElement[Any]:
+    """``CAST(:name AS <column type>)`` with ``vector`` bound in binary."""
+    param: BindParameter[BinaryVector] = bindparam(name, BinaryVector(vector), type_=_PassThrough())
+    return cast(param, column_type)
