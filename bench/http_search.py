@@ -139,6 +139,70 @@ async def run_load(base: str, make_request, total: int, concurrency: int) -> dic
     }
 
 
+def _multipart(image: bytes, boundary: str = "lookalike-bench-boundary") -> tuple[bytes, str]:
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="q.jpg"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + image
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def lean_sequential(port: int, requests: int, images: list[bytes]) -> list[dict[str, object]]:
+    """Concurrency 1 through a bare keep-alive ``http.client`` connection with prebuilt bodies.
+
+    The asyncio httpx client above costs ~1 ms of Python per request on the same two cores as
+    the server; this shows how much of the end-to-end time is the service's own.
+    """
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", port)
+    cached_image = images[-1]
+    cases = {
+        "text": lambda i: (
+            json.dumps({"text": f"{COLORS[i % len(COLORS)]} lean client query no {i}"}).encode(),
+            "application/json",
+            "/api/v1/search",
+        ),
+        "image": lambda i: (*_multipart(images[i]), "/api/v1/search/image"),
+        "cached image": lambda i: (*_multipart(cached_image), "/api/v1/search/image"),
+    }
+    rows: list[dict[str, object]] = []
+    for name, build in cases.items():
+        latencies = []
+        modes: dict[str, int] = {}
+        bodies = [build(i) for i in range(requests)]
+        for body, content_type, path in [bodies[0], *bodies]:  # the first call warms the cache/connection
+            started = time.perf_counter()
+            connection.request("POST", path, body=body, headers={"Content-Type": content_type})
+            response = connection.getresponse()
+            payload = response.read()
+            latencies.append((time.perf_counter() - started) * 1000)
+            assert response.status == 200, payload
+            data = json.loads(payload)
+            mode = data["mode"] + (" cached" if data["cached"] else "")
+            modes[mode] = modes.get(mode, 0) + 1
+        latencies = latencies[1:]
+        q = np.percentile(latencies, [50, 95, 99])
+        row = {
+            "query": f"{name} (http.client)",
+            "concurrency": 1,
+            "p50_ms": round(float(q[0]), 1),
+            "p95_ms": round(float(q[1]), 1),
+            "p99_ms": round(float(q[2]), 1),
+            "throughput_rps": round(1000 / float(np.mean(latencies)), 1),
+            "requests": requests,
+            "modes": modes,
+        }
+        rows.append(row)
+        print(f"{row['query']:>26} c=1   {row}", flush=True)
+    connection.close()
+    return rows
+
+
 async def benchmark(base: str, requests: int, concurrencies: list[int]) -> list[dict[str, object]]:
     images = query_images(requests * len(concurrencies) + 1)
     cached_image = images[-1]
@@ -181,6 +245,9 @@ def main() -> int:
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/lookalike-bench-http"))
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench/results/http_search.json")
+    parser.add_argument(
+        "--lean-client", action="store_true", help="also time c=1 through a bare http.client connection"
+    )
     args = parser.parse_args()
 
     args.data_dir.mkdir(parents=True, exist_ok=True)
@@ -207,6 +274,10 @@ def main() -> int:
                 raise SystemExit("server did not come up")
             time.sleep(0.5)
         rows = asyncio.run(benchmark(base, args.requests, args.concurrency))
+        if args.lean_client:
+            # Fresh images: the async pass above already cached its own.
+            fresh = query_images(args.requests * (len(args.concurrency) + 2) + 1)[-args.requests - 1 :]
+            rows += lean_sequential(args.port, args.requests, fresh)
     finally:
         server.terminate()
         server.wait(30)

@@ -101,6 +101,10 @@ def _prepare(
     if isinstance(query, TextQuery):
         return text_statement(catalog, query, filters, page)
     # Transaction-local: a pooled connection must not carry these into the next request.
+    # relaxed_order: the index hands rows over roughly by distance and keeps walking until the
+    # filter has passed enough of them; vector_statement re-sorts that page exactly. On 1M x 512
+    # with a filter keeping 5% of rows it found 0.985 of the true top 10 where strict_order,
+    # which drops candidates that arrive out of order, found 0.966, in the same time.
     # enable_sort = off: the planner under-costs "fetch every filtered row, sort by exact
     # distance" (it ignores de-TOASTing 2 KB vectors) and picks it for filters keeping a few
     # thousand rows, where it measured 2x slower than the HNSW walk. The ORDER BY can then
@@ -108,7 +112,7 @@ def _prepare(
     ef_search = min(max(MIN_EF_SEARCH, page.top_k + page.offset), MAX_EF_SEARCH)
     conn.exec_driver_sql(
         f"SET LOCAL hnsw.ef_search = {ef_search}; "
-        "SET LOCAL hnsw.iterative_scan = strict_order; "
+        "SET LOCAL hnsw.iterative_scan = relaxed_order; "
         f"SET LOCAL hnsw.max_scan_tuples = {MAX_SCAN_TUPLES}; "
         "SET LOCAL enable_sort = off"
     )
@@ -131,7 +135,13 @@ def _filter_clauses(catalog: Catalog, filters: Filters) -> list[ColumnElement[bo
 
 
 def vector_statement(catalog: Catalog, query: VectorQuery, filters: Filters, page: Page) -> Select[Any]:
-    """``ORDER BY column <=> :query`` and nothing else, so the HNSW index can serve the ordering."""
+    """The nearest ``offset + top_k`` rows by the HNSW index, then that page in exact distance order.
+
+    The inner ``ORDER BY column <=> :query LIMIT n`` is the only shape the index can serve;
+    the relaxed iterative scan may hand rows over slightly out of order, so the materialised
+    CTE (kept as its own plan step: an inlined one would merge the two sorts away) is sorted
+    again on the distance it already computed -- n rows, microseconds.
+    """
     t = catalog.sa_table
     column = t.c[query.column.value]
     distance = column.op("<=>", return_type=Float)(query_vector(query.vector, column.type))
@@ -141,10 +151,18 @@ def vector_statement(catalog: Catalog, query: VectorQuery, filters: Filters, pag
         where.append(model_column == query.model_id)
     if query.exclude_sku is not None:
         where.append(t.c.sku != query.exclude_sku)
-    return (
-        select(*catalog.listing_columns(), (1 - distance).label("score"))
+    nearest = (
+        select(*catalog.listing_columns(), distance.label("distance"))
         .where(and_(*where))
         .order_by(distance)
+        .limit(page.top_k + page.offset)
+        .cte("nearest")
+        .prefix_with("MATERIALIZED")
+    )
+    listing = [nearest.c[c.key] for c in catalog.listing_columns()]
+    return (
+        select(*listing, (1 - nearest.c.distance).label("score"))
+        .order_by(nearest.c.distance, nearest.c.id)
         .limit(page.top_k)
         .offset(page.offset)
     )
