@@ -58,6 +58,17 @@ def _db_current(args: argparse.Namespace, settings: Settings) -> None:
         print(f"url {database.display_url}")
 
 
+def _db_category_indexes(args: argparse.Namespace, settings: Settings) -> None:
+    from api.db.catalog import Catalog
+    from api.db.category_indexes import CategoryIndexPolicy, sync
+
+    policy = CategoryIndexPolicy.from_settings(settings)
+    if args.min_rows is not None:
+        policy = CategoryIndexPolicy(args.min_rows, policy.max_share, policy.max_indexes)
+    with _database(settings) as database:
+        print(sync(database, Catalog.from_settings(settings), policy).render())
+
+
 def _ingest(args: argparse.Namespace, settings: Settings) -> None:
     from pathlib import Path
 
@@ -88,6 +99,9 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> None:
             worker, items, retry_failed=args.retry_failed, show_progress=not args.no_progress
         )
         print(tally.render(elapsed))
+        report = worker.sync_category_indexes()
+        if report is not None and (report.created or report.dropped):
+            print(report.render())
     finally:
         worker.close()
         hub.close()
@@ -156,6 +170,14 @@ def build_parser() -> argparse.ArgumentParser:
     downgrade.set_defaults(handler=_db_downgrade)
     current = db_commands.add_parser("current", help="show server versions and the applied revision")
     current.set_defaults(handler=_db_current)
+    category_indexes = db_commands.add_parser(
+        "category-indexes",
+        help="build/drop the per-category HNSW indexes now (the server does it in the background)",
+    )
+    category_indexes.add_argument(
+        "--min-rows", type=int, help="smallest category to index (default LOOKALIKE_CATEGORY_INDEX_MIN_ROWS)"
+    )
+    category_indexes.set_defaults(handler=_db_category_indexes)
 
     ingest = commands.add_parser(
         "ingest", help="bulk-load products (folder of images, CSV, JSON Lines) and embed their images"

@@ -33,6 +33,13 @@ class Settings(BaseSettings):
     """The catalog table. Point it at a shop's existing table to attach to it."""
     db_schema: str = "public"
     db_pool_size: int = 10
+    category_indexes: bool = True
+    """Give large categories their own partial HNSW index (see ``api.db.category_indexes``);
+    kept in step by the background worker after each round of embedding."""
+    category_index_min_rows: int = 5_000
+    category_index_max_share: float = 0.3
+    """Categories above this share of the catalog stay on the main index, which serves them well."""
+    category_index_max: int = 64
 
     # --- models ---------------------------------------------------------------------------
     clip_model: str = DEFAULT_CLIP_MODEL

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from api.db.catalog import Catalog
+from api.db.category_indexes import CategoryIndexPolicy, SyncReport, sync
 from api.db.clip_column import clip_column_dim
 from api.db.embedding_queue import (
     ClaimedRow,
@@ -245,6 +246,7 @@ class EmbeddingWorker:
                     self.rate(),
                 )
 
+        first_round = True
         while not self._stop.is_set():
             try:
                 self.state = "running"
@@ -256,6 +258,9 @@ class EmbeddingWorker:
                         tally.unchanged,
                         tally.failed,
                     )
+                if first_round or tally.embedded:
+                    self.sync_category_indexes()
+                first_round = False
                 self.state = "idle"
                 self.last_error = None
             except Exception as exc:  # database or encoder trouble: keep serving, try again later
@@ -263,6 +268,15 @@ class EmbeddingWorker:
                 self.last_error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 log.warning("embedding worker: %s; retrying in %.0fs", self.last_error, self.poll_s)
             self._stop.wait(self.poll_s)
+
+    def sync_category_indexes(self) -> SyncReport | None:
+        """Bring the per-category HNSW indexes in line with the catalog (None when turned off)."""
+        if not self.settings.category_indexes:
+            return None
+        report = sync(self.database, self.catalog, CategoryIndexPolicy.from_settings(self.settings))
+        if report.created or report.dropped:
+            log.info(report.render())
+        return report
 
     def rate(self) -> float:
         """Images per second of busy time (fetch + encode + write), not wall time."""
