@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from api.db import search as search_module
 from api.db.catalog import Catalog
+from api.db.category_indexes import CategoryIndexPolicy, sync
 from api.db.engine import Database
 from api.db.search import Filters, Page, VectorColumn, VectorQuery
 from api.settings import Settings
@@ -272,11 +273,7 @@ def explain_query(
 ) -> str:
     """EXPLAIN (ANALYZE, BUFFERS) of the same statement under the same settings (server-side time)."""
     if kind == "vector":
-        stmt = _vector_statement(conn, catalog, q, category, ef)
-        compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
-        processors = compiled._bind_processors
-        params = {k: processors[k](v) if k in processors else v for k, v in compiled.params.items()}
-        sql = str(compiled)
+        sql, params = search_module.driver_sql(conn, _vector_statement(conn, catalog, q, category, ef))
     else:
         search_module._prepare(conn, catalog, VectorQuery(VectorColumn.CLIP, q), Filters(), Page(top_k=K))
         _set_ef(conn, ef)
@@ -476,6 +473,17 @@ def run_size(args: argparse.Namespace, database: Database, results: Results, siz
             conn.exec_driver_sql(f"SELECT pg_table_size('{table_name(size)}')").scalar(),
         )
 
+    if args.category_indexes:
+        # What the server's background worker does: one partial HNSW index per qualifying category.
+        policy = CategoryIndexPolicy(min_rows=1000, max_share=0.3, max_indexes=64)
+        started = time.perf_counter()
+        built = sync(database, catalog, policy)
+        log(f"category indexes for {size}: {built.render()} in {time.perf_counter() - started:.0f}s")
+        results.put(
+            f"{size}/category_indexes{args.label}",
+            {"seconds": time.perf_counter() - started, "created": len(built.created)},
+        )
+
     # Priority order, so a run cut short still has the target numbers: vector, FAISS, then halfvec.
     if args.only:
         run_kind(args, database, results, catalog, data, truth, ftruth, size, args.only)
@@ -628,6 +636,11 @@ def main() -> None:
         help="experiment: override api.db.search's relaxed_order (label the run)",
     )
     parser.add_argument("--overhead", action="store_true", help="only the client-overhead breakdown")
+    parser.add_argument(
+        "--category-indexes",
+        action="store_true",
+        help="build the per-category partial indexes the server builds (api.db.category_indexes) first",
+    )
     parser.add_argument("--report", action="store_true", help="print markdown tables from results.json")
     args = parser.parse_args()
     args.data_dir.mkdir(parents=True, exist_ok=True)

@@ -57,9 +57,7 @@ class _PassThrough(UserDefinedType[BinaryVector]):
         return None
 
 
-def query_vector(
-    vector: np.ndarray, column_type: TypeEngine[Any], name: str = "query_vector"
-) -> ColumnElement[Any]:
-    """``CAST(:name AS <column type>)`` with ``vector`` bound in binary."""
-    param: BindParameter[BinaryVector] = bindparam(name, BinaryVector(vector), type_=_PassThrough())
+def query_vector_param(column_type: TypeEngine[Any], name: str = "query_vector") -> ColumnElement[Any]:
+    """``CAST(:name AS <column type>)``; the value comes later, ``.params(name=BinaryVector(v))``."""
+    param: BindParameter[BinaryVector] = bindparam(name, type_=_PassThrough())
     return cast(param, column_type)

@@ -12,21 +12,35 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from sqlalchemy import ColumnElement, Connection, Float, Select, and_, func, select, text
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Float,
+    Integer,
+    Select,
+    Text,
+    and_,
+    bindparam,
+    func,
+    select,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 
 from api.db.catalog import Catalog, Listing
-from api.db.query_vector import query_vector
+from api.db.query_vector import BinaryVector, query_vector_param
 
 # Upper bound on tuples an iterative scan may visit before giving up on filling a page; large
 # enough for a filter that keeps ~0.5% of a million rows, small enough to bound the worst case.
 MAX_SCAN_TUPLES = 200_000
 MAX_EF_SEARCH = 1000
-# 40 (pgvector's default) gave recall@10 0.973 on 1M x 512; 60 gives 0.982 for ~0.5 ms more.
-MIN_EF_SEARCH = 60
+# recall@10 on 1M x 512 (docs/benchmarks.md): 40 (pgvector's default) 0.968-0.973; 60 0.980-0.982
+# depending on the build; 64 0.982 for ~0.3 ms more, a margin over the 0.98 target.
+MIN_EF_SEARCH = 64
 
 
 class VectorColumn(StrEnum):
@@ -86,13 +100,19 @@ def explain(
     conn: Connection, catalog: Catalog, query: VectorQuery | TextQuery, filters: Filters, page: Page
 ) -> str:
     """The plan PostgreSQL picks for exactly the statement :func:`search` runs (tests, debugging)."""
-    compiled = _prepare(conn, catalog, query, filters, page).compile(
-        dialect=conn.dialect, compile_kwargs={"render_postcompile": True}
-    )
-    processors = compiled._bind_processors  # the same conversions execute() applies (vectors → text)
-    params = {k: processors[k](v) if k in processors else v for k, v in compiled.params.items()}
-    rows = conn.exec_driver_sql("EXPLAIN " + str(compiled), params).all()
+    sql, params = driver_sql(conn, _prepare(conn, catalog, query, filters, page))
+    rows = conn.exec_driver_sql("EXPLAIN " + sql, params).all()
     return "\n".join(row[0] for row in rows)
+
+
+def driver_sql(conn: Connection, statement: Select[Any]) -> tuple[str, dict[str, Any]]:
+    """``statement`` as the driver receives it: IN lists expanded, values converted as execute() does."""
+    compiled = statement.compile(dialect=conn.dialect)
+    state = compiled.construct_expanded_state()
+    processors = {**compiled._bind_processors, **state.processors}
+    return state.statement, {
+        k: processors[k](v) if k in processors else v for k, v in state.parameters.items()
+    }
 
 
 def _prepare(
@@ -123,19 +143,51 @@ def _prepare(
     return vector_statement(catalog, query, filters, page)
 
 
-def _filter_clauses(catalog: Catalog, filters: Filters) -> list[ColumnElement[bool]]:
+@dataclass(frozen=True)
+class _Shape:
+    """Which optional clauses a statement has; its values travel as bind parameters."""
+
+    categories: bool
+    price_min: bool
+    price_max: bool
+    attributes: bool
+
+    @classmethod
+    def of(cls, filters: Filters) -> _Shape:
+        return cls(
+            bool(filters.categories),
+            filters.price_min is not None,
+            filters.price_max is not None,
+            bool(filters.attributes),
+        )
+
+
+def _filter_clauses(catalog: Catalog, shape: _Shape) -> list[ColumnElement[bool]]:
     t = catalog.sa_table
     clauses: list[ColumnElement[bool]] = []
-    if filters.categories:
-        clauses.append(t.c.category.in_(filters.categories))
-    if filters.price_min is not None:
-        clauses.append(t.c.price >= filters.price_min)
-    if filters.price_max is not None:
-        clauses.append(t.c.price <= filters.price_max)
-    if filters.attributes:
+    if shape.categories:
+        clauses.append(t.c.category.in_(bindparam("categories", expanding=True)))
+    if shape.price_min:
+        clauses.append(t.c.price >= bindparam("price_min", type_=t.c.price.type))
+    if shape.price_max:
+        clauses.append(t.c.price <= bindparam("price_max", type_=t.c.price.type))
+    if shape.attributes:
         # @> containment: served by the jsonb_path_ops GIN index when the planner wants it.
-        clauses.append(t.c.attributes.op("@>")(func.cast(filters.attributes, JSONB)))
+        clauses.append(t.c.attributes.op("@>")(bindparam("attributes", type_=JSONB)))
     return clauses
+
+
+def _filter_values(filters: Filters) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    if filters.categories:
+        values["categories"] = list(filters.categories)
+    if filters.price_min is not None:
+        values["price_min"] = filters.price_min
+    if filters.price_max is not None:
+        values["price_max"] = filters.price_max
+    if filters.attributes:
+        values["attributes"] = filters.attributes
+    return values
 
 
 def vector_statement(catalog: Catalog, query: VectorQuery, filters: Filters, page: Page) -> Select[Any]:
@@ -145,21 +197,45 @@ def vector_statement(catalog: Catalog, query: VectorQuery, filters: Filters, pag
     the relaxed iterative scan may hand rows over slightly out of order, so the materialised
     CTE (kept as its own plan step: an inlined one would merge the two sorts away) is sorted
     again on the distance it already computed -- n rows, microseconds.
+
+    The statement is built once per shape (column, which filters, model, exclusion) and reused
+    with new parameter values: constructing it cost 0.5 ms a query, a fifth of a 1M-row search.
     """
-    t = catalog.sa_table
-    column = t.c[query.column.value]
-    distance = column.op("<=>", return_type=Float)(query_vector(query.vector, column.type))
-    where = [column.is_not(None), *_filter_clauses(catalog, filters)]
+    template = _vector_template(
+        catalog, query.column, _Shape.of(filters), query.model_id is not None, query.exclude_sku is not None
+    )
+    values = _filter_values(filters)
+    values.update(
+        query_vector=BinaryVector(query.vector),
+        inner_limit=page.top_k + page.offset,
+        top_k=page.top_k,
+        offset=page.offset,
+    )
     if query.model_id is not None:
-        model_column = t.c.image_model if query.column is VectorColumn.CLIP else t.c.fallback_model
-        where.append(model_column == query.model_id)
+        values["model_id"] = query.model_id
     if query.exclude_sku is not None:
-        where.append(t.c.sku != query.exclude_sku)
+        values["exclude_sku"] = query.exclude_sku
+    return template.params(values)
+
+
+@lru_cache(maxsize=256)
+def _vector_template(
+    catalog: Catalog, column_name: VectorColumn, shape: _Shape, by_model: bool, excluding: bool
+) -> Select[Any]:
+    t = catalog.sa_table
+    column = t.c[column_name.value]
+    distance = column.op("<=>", return_type=Float)(query_vector_param(column.type))
+    where = [column.is_not(None), *_filter_clauses(catalog, shape)]
+    if by_model:
+        model_column = t.c.image_model if column_name is VectorColumn.CLIP else t.c.fallback_model
+        where.append(model_column == bindparam("model_id", type_=Text))
+    if excluding:
+        where.append(t.c.sku != bindparam("exclude_sku", type_=Text))
     nearest = (
         select(*catalog.listing_columns(), distance.label("distance"))
         .where(and_(*where))
         .order_by(distance)
-        .limit(page.top_k + page.offset)
+        .limit(bindparam("inner_limit", type_=Integer))
         .cte("nearest")
         .prefix_with("MATERIALIZED")
     )
@@ -167,8 +243,8 @@ def vector_statement(catalog: Catalog, query: VectorQuery, filters: Filters, pag
     return (
         select(*listing, (1 - nearest.c.distance).label("score"))
         .order_by(nearest.c.distance, nearest.c.id)
-        .limit(page.top_k)
-        .offset(page.offset)
+        .limit(bindparam("top_k", type_=Integer))
+        .offset(bindparam("offset", type_=Integer))
     )
 
 
@@ -177,13 +253,14 @@ def text_statement(catalog: Catalog, query: TextQuery, filters: Filters, page: P
     tsquery = func.websearch_to_tsquery(text("'english'::regconfig"), query.text)
     # Normalisation 32 maps rank to rank/(rank+1): a 0..1 score comparable across queries.
     rank = func.ts_rank_cd(t.c.search_tsv, tsquery, 32)
-    return (
+    statement = (
         select(*catalog.listing_columns(), rank.label("score"))
-        .where(and_(t.c.search_tsv.op("@@")(tsquery), *_filter_clauses(catalog, filters)))
+        .where(and_(t.c.search_tsv.op("@@")(tsquery), *_filter_clauses(catalog, _Shape.of(filters))))
         .order_by(rank.desc(), t.c.id)
         .limit(page.top_k)
         .offset(page.offset)
     )
+    return statement.params(_filter_values(filters))
 
 
 def stored_vector(
