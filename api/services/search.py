@@ -21,10 +21,10 @@ from PIL import Image
 
 from api.db.catalog import Catalog
 from api.db.engine import Database
-from api.db.products import catalog_version
 from api.db.search import Filters, Hit, Page, TextQuery, VectorColumn, VectorQuery, search, stored_vector
 from api.errors import RequestError
 from api.services.cache import Cache
+from api.services.catalog_version import CatalogVersion
 from api.services.embedding import sha256_hex
 from api.services.encoders import EncoderHub, stored_model_id
 from api.services.metrics import Metrics, StageTimer
@@ -119,6 +119,7 @@ class SearchService:
         self.hub = hub
         self.cache = cache
         self.metrics = metrics
+        self.catalog_version = CatalogVersion(database, catalog)
 
     # --- public ------------------------------------------------------------------------
 
@@ -211,8 +212,7 @@ class SearchService:
         return SearchResult(mode, hits, cached, timing, "; ".join(reasons) or None)
 
     def _catalog_version(self) -> int:
-        with self.database.engine.connect() as conn:
-            return catalog_version(conn, self.catalog)
+        return self.catalog_version.current()
 
     def _model_id(self, mode: Mode) -> str:
         """The model a mode depends on; raises EncoderUnavailableError when it is down."""
