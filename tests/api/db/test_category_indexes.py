@@ -14,6 +14,7 @@ from api.db.category_indexes import CategoryIndexPolicy, existing_indexes, index
 from api.db.engine import Database
 from api.db.search import Filters, Page, VectorColumn, VectorQuery, explain, search
 from api.settings import Settings
+from tests.api.db.seeding import clustered_unit_vectors, copy_products, vector_text
 from tests.support import clean_env, run_cli
 
 # 6,000 rows: "a" is half the catalog (the main index serves it well), "e" is under min_rows,
@@ -29,25 +30,13 @@ def _catalog(
     settings = make_settings(database_url=create_database())
     database = Database(settings)
     migrate.upgrade(database)
-    rng = np.random.default_rng(3)
     categories = [c for c, n in SIZES.items() for _ in range(n)]
-    basis = rng.normal(size=(16, 512)).astype(np.float32)
-    vectors = rng.normal(size=(len(categories), 16)).astype(np.float32) @ basis
-    vectors += rng.normal(scale=0.05, size=vectors.shape).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    with database.engine.begin() as conn:
-        raw = conn.connection.dbapi_connection
-        assert raw is not None
-        with (
-            raw.cursor() as cursor,
-            cursor.copy(
-                "COPY products (sku, name, category, image_embedding, image_model) FROM STDIN"
-            ) as copy,
-        ):
-            for i, (category, vector) in enumerate(zip(categories, vectors, strict=True)):
-                vec = "[" + ",".join(f"{x:.6f}" for x in vector) + "]"
-                copy.write_row((f"sku-{i}", f"Product {i}", category, vec, "m"))
-        conn.execute(text("ANALYZE products"))
+    vectors = clustered_unit_vectors(np.random.default_rng(3), len(categories))
+    rows = (
+        (f"sku-{i}", f"Product {i}", category, vector_text(vector), "m")
+        for i, (category, vector) in enumerate(zip(categories, vectors, strict=True))
+    )
+    copy_products(database, "sku, name, category, image_embedding, image_model", rows)
     return database, Catalog.from_settings(settings), vectors, categories
 
 

@@ -6,13 +6,13 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
-from sqlalchemy import text
 
 from api.db import migrate
 from api.db.catalog import Catalog
 from api.db.engine import Database
 from api.db.search import Filters, Page, TextQuery, VectorColumn, VectorQuery, explain, search
 from api.settings import Settings
+from tests.api.db.seeding import clustered_unit_vectors, copy_products, vector_text
 
 ROWS = 20_000
 RARE_EVERY = 50  # 2% of rows are in category "rare"
@@ -23,40 +23,20 @@ MODEL = "test-model"
 def big_catalog(
     create_database: Callable[[], str], make_settings: Callable[..., Settings]
 ) -> Iterator[tuple[Database, Catalog, np.ndarray]]:
-    """20k products whose unit vectors lie near a 16-dimensional subspace, like real embeddings
-    (isotropic 512-d noise would be a worst case no ANN index is built for)."""
+    """20k products with embedding-like vectors, 2% of them in a "rare" category."""
     settings = make_settings(database_url=create_database())
     database = Database(settings)
     migrate.upgrade(database)
-    rng = np.random.default_rng(42)
-    basis = rng.normal(size=(16, 512)).astype(np.float32)
-    latent = rng.normal(size=(ROWS, 16)).astype(np.float32)
-    vectors = latent @ basis + rng.normal(scale=0.05, size=(ROWS, 512)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    with database.engine.begin() as conn:
-        raw = conn.connection.dbapi_connection
-        assert raw is not None
-        with (
-            raw.cursor() as cursor,
-            cursor.copy(
-                "COPY products (sku, name, category, price, attributes, image_embedding, image_model) FROM STDIN"
-            ) as copy,
-        ):
-            for i, vector in enumerate(vectors):
-                category = "rare" if i % RARE_EVERY == 0 else f"common-{i % 7}"
-                color = "red" if i % 3 == 0 else "blue"
-                copy.write_row(
-                    (
-                        f"sku-{i}",
-                        f"Product {i} {color}",
-                        category,
-                        i % 200,
-                        f'{{"color": "{color}"}}',
-                        "[" + ",".join(f"{x:.6f}" for x in vector) + "]",
-                        MODEL,
-                    )
-                )
-        conn.execute(text("ANALYZE products"))
+    vectors = clustered_unit_vectors(np.random.default_rng(42), ROWS)
+
+    def row(i: int, vector: np.ndarray) -> tuple[object, ...]:
+        category = "rare" if i % RARE_EVERY == 0 else f"common-{i % 7}"
+        color = "red" if i % 3 == 0 else "blue"
+        attributes = f'{{"color": "{color}"}}'
+        return (f"sku-{i}", f"Product {i} {color}", category, i % 200, attributes, vector_text(vector), MODEL)
+
+    columns = "sku, name, category, price, attributes, image_embedding, image_model"
+    copy_products(database, columns, (row(i, v) for i, v in enumerate(vectors)))
     yield database, Catalog.from_settings(settings), vectors
     database.dispose()
 
