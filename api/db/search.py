@@ -1,10 +1,11 @@
 """The one search function: every ranked query the product runs is built here.
 
-Vector queries are a single statement, ``ORDER BY <column> <=> :query LIMIT/OFFSET`` over the
-catalog table with the filters in WHERE, so PostgreSQL walks the HNSW index. pgvector's
-strict-order iterative scan (set for this transaction only) keeps pages full under selective
-filters, in true distance order. Full-text queries (the fallback for text when CLIP is down)
-rank by ``ts_rank_cd`` over the generated ``search_tsv`` column.
+Vector queries are a single statement, ``ORDER BY <column> <=> :query LIMIT n`` over the
+catalog table with the filters in WHERE, so PostgreSQL walks the HNSW index (or a category's
+own partial index, see :mod:`api.db.category_indexes`). pgvector's relaxed-order iterative
+scan (set for this transaction only) keeps pages full under selective filters, and the page
+is re-sorted into true distance order. Full-text queries (the fallback for text when CLIP is
+down) rank by ``ts_rank_cd`` over the generated ``search_tsv`` column.
 """
 
 from __future__ import annotations
