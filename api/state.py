@@ -33,6 +33,10 @@ class AppState:
         self.database.dispose()
 
 
-def app_state(request: Request) -> AppState:
-    """FastAPI dependency: the process's AppState."""
+async def app_state(request: Request) -> AppState:
+    """FastAPI dependency: the process's AppState.
+
+    ``async`` although it never awaits: FastAPI runs a plain ``def`` dependency in its thread
+    pool, one thread hop per request for a dictionary lookup.
+    """
     return request.app.state.lookalike

@@ -10,7 +10,8 @@ from api.errors import RequestError
 from api.state import AppState, app_state
 
 
-def require_admin(request: Request, state: AppState = Depends(app_state)) -> None:
+async def require_admin(request: Request, state: AppState = Depends(app_state)) -> None:
+    """Bearer-token check; ``async`` so FastAPI does not spend a thread hop on it."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
