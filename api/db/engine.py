@@ -118,6 +118,13 @@ class Database:
             yield conn
 
     @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A transaction for reads only, ended by ROLLBACK: SET LOCALs still apply inside it, and
+        no commit is counted as a catalog write (api.services.catalog_version)."""
+        with self.engine.connect() as conn:
+            yield conn  # closing a connection mid-transaction rolls it back
+
+    @contextmanager
     def session(self) -> Iterator[Session]:
         with self.sessions() as session, session.begin():
             yield session

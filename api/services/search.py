@@ -151,7 +151,7 @@ class SearchService:
             except EncoderUnavailableError as exc:
                 reasons.append(f"{mode.value}: {exc}")
                 continue
-            with timer.stage("search"), self.database.engine.begin() as conn:
+            with timer.stage("search"), self.database.read() as conn:
                 hits = [
                     hit_to_dict(h)
                     for h in search(conn, self.catalog, vector_query, query.filters, query.page)
@@ -181,7 +181,7 @@ class SearchService:
         if cached is not None:
             payload = json.loads(cached)
             return self._finish(Mode(payload["mode"]), payload["hits"], True, timer, [])
-        with timer.stage("search"), self.database.engine.begin() as conn:
+        with timer.stage("search"), self.database.read() as conn:
             vectors = stored_vector(conn, self.catalog, sku)
             if vectors is None:
                 raise not_found(sku)
