@@ -21,7 +21,6 @@ from api.db.engine import Database
 from api.db.products import catalog_version
 
 MAX_AGE_S = 0.1
-_WROTE = "lookalike_committed"
 
 
 class CatalogVersion:
@@ -32,6 +31,7 @@ class CatalogVersion:
         self._known: tuple[int, float, int] | None = None  # (version, read at, commits seen then)
         self._commits = 0
         self._lock = threading.Lock()
+        self._mark = f"lookalike_committed_{id(self)}"  # per instance: each one sees every commit
         # "commit" fires before the commit reaches the server; a connection back in the pool
         # ("checkin") has finished it. Counting at checkin means a version read while a commit
         # is in flight is never trusted past that commit.
@@ -49,9 +49,9 @@ class CatalogVersion:
         return version
 
     def _committing(self, conn: Any) -> None:
-        conn.info[_WROTE] = True
+        conn.info[self._mark] = True
 
     def _checked_in(self, dbapi_connection: Any, record: Any) -> None:
-        if record is not None and record.info.pop(_WROTE, False):
+        if record is not None and record.info.pop(self._mark, False):
             with self._lock:
                 self._commits += 1

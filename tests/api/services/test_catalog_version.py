@@ -43,3 +43,12 @@ def test_a_write_from_another_process_is_seen_within_the_age_limit(migrated_data
     other.dispose()
     time.sleep(0.25)
     assert versions.current() > before
+
+
+def test_every_instance_on_an_engine_sees_each_commit(migrated_database: Database) -> None:
+    catalog = Catalog.from_settings(migrated_database.settings)
+    first, second = (CatalogVersion(migrated_database, catalog, max_age_s=60) for _ in range(2))
+    before = (first.current(), second.current())
+    with migrated_database.engine.begin() as conn:
+        conn.execute(text(INSERT), {"sku": "c"})
+    assert first.current() > before[0] and second.current() > before[1]
