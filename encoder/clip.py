@@ -5,19 +5,21 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import open_clip
 import torch
 from PIL import Image
 
-from encoder.clip_onnx import OnnxClipEncoder, accelerate
 from encoder.clip_weights import ResolvedWeights, _hf_cached, resolve_weights, tag_config
 from encoder.devices import configure_cpu_threads, resolve_device
 from encoder.errors import EncoderUnavailableError
 from encoder.inference import encode_in_batches
 from encoder.registry import ClipModelSpec, clip_spec
+
+if TYPE_CHECKING:
+    from encoder.clip_onnx import OnnxClipEncoder
 
 RANDOM_WEIGHTS_SEED = 0
 """Random-weight models are seeded so that two processes (API and encoder service, or a test
@@ -59,7 +61,7 @@ class ClipEncoder:
             dim=self.dim,
             device=self.device,
             to_tensor=self._image_batch,
-            forward=self._model.encode_image,
+            forward=self._image_forward,
             lock=self._lock,
         )
 
@@ -69,10 +71,20 @@ class ClipEncoder:
             batch_size=self.batch_size,
             dim=self.dim,
             device=self.device,
-            to_tensor=lambda chunk: self._tokenizer(list(chunk)),
-            forward=self._model.encode_text,
+            to_tensor=self._text_batch,
+            forward=self._text_forward,
             lock=self._lock,
         )
+
+    # The three steps a runtime may replace (encoder.clip_onnx): preprocessing stays shared.
+    def _image_forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self._model.encode_image(pixels)
+
+    def _text_forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self._model.encode_text(tokens)
+
+    def _text_batch(self, texts: Sequence[str]) -> torch.Tensor:
+        return self._tokenizer(list(texts))
 
     def _image_batch(self, images: Sequence[Image.Image]) -> torch.Tensor:
         return torch.stack([self._preprocess(image.convert("RGB")) for image in images])
@@ -124,6 +136,8 @@ def load_clip_encoder(
         batch_size=batch_size,
         weights_source=source,
     )
+    from encoder.clip_onnx import accelerate  # it subclasses ClipEncoder, so it imports this module
+
     return accelerate(base, runtime, cache_dir=onnx_cache_dir, weights_key=weights_key)
 
 

@@ -17,8 +17,7 @@ import hashlib
 import json
 import logging
 import os
-import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,14 +27,12 @@ import platformdirs
 import torch
 from PIL import Image
 
+from encoder.clip import ClipEncoder
 from encoder.errors import EncoderUnavailableError
-from encoder.inference import encode_in_batches
 from encoder.onnx_export import OPSET, export_text, export_visual, quantize_int8, text_trimmable
 
 if TYPE_CHECKING:
     import onnxruntime as ort
-
-    from encoder.clip import ClipEncoder
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +59,12 @@ def trim_tokens(tokens: torch.Tensor) -> torch.Tensor:
     return tokens[:, :length].contiguous()
 
 
-class OnnxClipEncoder:
-    """A drop-in :class:`encoder.clip.ClipEncoder` whose forward passes run in ONNX Runtime."""
+class OnnxClipEncoder(ClipEncoder):
+    """:class:`encoder.clip.ClipEncoder` with its forward passes in ONNX Runtime.
+
+    Same model, preprocessing and tokenizer (the torch model stays loaded: it is the parity
+    reference); only the two forward passes and the text trimming differ.
+    """
 
     def __init__(
         self,
@@ -74,44 +75,29 @@ class OnnxClipEncoder:
         runtime: str,
         artifacts: Path,
     ) -> None:
-        self.spec = base.spec
-        self.model_id = base.model_id
-        self.dim = base.dim
-        self.device = base.device
-        self.batch_size = base.batch_size
-        self.weights_source = base.weights_source
-        self.supports_texts = True
-        self.decode_size = base.decode_size
+        super().__init__(
+            base.spec,
+            base._model,
+            base._preprocess,
+            base._tokenizer,
+            device=base.device,
+            batch_size=base.batch_size,
+            weights_source=base.weights_source,
+        )
         self.runtime = runtime
         """``onnx-int8`` or ``onnx``: which path actually serves (auto resolves to one of them)."""
         self.artifacts = artifacts
-        self._base_image_batch = base._image_batch  # exactly the torch path's preprocessing
-        self._tokenizer = base._tokenizer
         self._visual = visual
         self._text = text
-        self._lock = threading.Lock()
 
-    def encode_images(self, images: list[Image.Image]) -> np.ndarray:
-        return encode_in_batches(
-            images,
-            batch_size=self.batch_size,
-            dim=self.dim,
-            device=self.device,
-            to_tensor=self._base_image_batch,
-            forward=lambda pixels: _run(self._visual, "pixels", pixels),
-            lock=self._lock,
-        )
+    def _image_forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return _run(self._visual, "pixels", pixels)
 
-    def encode_texts(self, texts: list[str]) -> np.ndarray:
-        return encode_in_batches(
-            texts,
-            batch_size=self.batch_size,
-            dim=self.dim,
-            device=self.device,
-            to_tensor=lambda chunk: trim_tokens(self._tokenizer(list(chunk))),
-            forward=lambda tokens: _run(self._text, "tokens", tokens),
-            lock=self._lock,
-        )
+    def _text_forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return _run(self._text, "tokens", tokens)
+
+    def _text_batch(self, texts: Sequence[str]) -> torch.Tensor:
+        return trim_tokens(super()._text_batch(texts))
 
 
 def accelerate(

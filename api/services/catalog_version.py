@@ -42,7 +42,7 @@ class CatalogVersion:
         known, commits = self._known, self._commits
         if known is not None and known[2] == commits and time.monotonic() - known[1] < self.max_age_s:
             return known[0]
-        with self.database.engine.connect() as conn:
+        with self.database.read() as conn:
             version = catalog_version(conn, self.catalog)
         # A commit that lands while we read makes the answer uncertain: remember it only if none did.
         self._known = (version, time.monotonic(), commits)

@@ -137,7 +137,7 @@ class SearchService:
             ladder = [Mode.CLIP, Mode.FULLTEXT]
 
         with timer.stage("cache"):
-            version = self._catalog_version()
+            version = self.catalog_version.current()
         reasons: list[str] = []
         for mode in ladder:
             try:
@@ -165,7 +165,7 @@ class SearchService:
         """ "More like this" from the stored vectors: no encoding at all."""
         timer = StageTimer()
         with timer.stage("cache"):
-            version = self._catalog_version()
+            version = self.catalog_version.current()
         key = self._key(
             "similar",
             sku,
@@ -210,9 +210,6 @@ class SearchService:
         timing = timer.report()
         self.metrics.record(mode.value, timing)
         return SearchResult(mode, hits, cached, timing, "; ".join(reasons) or None)
-
-    def _catalog_version(self) -> int:
-        return self.catalog_version.current()
 
     def _model_id(self, mode: Mode) -> str:
         """The model a mode depends on; raises EncoderUnavailableError when it is down."""
