@@ -6,8 +6,9 @@ image + text, and MobileNetV2 images. Timings include each model's transforms bu
 decoding, which is reported on its own line.
 
 On CPU, CLIP is measured on each runtime in ``--clip-runtimes`` (torch fp32 eager, ONNX
-Runtime fp32, ONNX Runtime with an int8 image tower); the ONNX files are exported into the
-user cache on the first run and reused afterwards (the load line says how long that took).
+Runtime fp32, ONNX Runtime with int8 towers; text rows name the text tower that served).
+The ONNX files are exported into the user cache on the first run and reused afterwards (the
+load line says how long that took).
 Other processes sharing the cores skew timings: repeat, and keep the quietest run.
 """
 
@@ -121,8 +122,9 @@ def _bench_clip(
     for kind, one, many in cases:
         singles = _round_robin(encoders, one, repeats, device)
         batches = _round_robin(encoders, many, max(2, repeats // 5), device)
-        for served in encoders:
-            _report(f"CLIP ViT-B-32 {kind} {served}", singles[served], batches[served], batch_size)
+        for served, clip in encoders.items():
+            tower = getattr(clip, "text_runtime", served) if kind == "text" else served
+            _report(f"CLIP ViT-B-32 {kind} {tower}", singles[served], batches[served], batch_size)
 
 
 def _round_robin(

@@ -3,7 +3,8 @@
 open_clip in eager fp32 spends most of a batch-1 call on framework overhead and fp32
 matmuls; ONNX Runtime fuses the graph, and the image tower's matmuls can run as int8
 (VNNI) with the embedding still within cosine 0.999 of fp32. Text gets the bigger win from
-trimming the 77-token context to the real length (see :class:`encoder.onnx_export.TextTower`).
+trimming the 77-token context to the real length (see :class:`encoder.onnx_export.TextTower`),
+then from int8 weights (a trimmed query is bound by reading the weights).
 
 Nothing here is trusted blindly: every artifact, freshly exported or read from the cache,
 is compared with the live torch model on a fixed probe before it serves, and anything that
@@ -29,7 +30,14 @@ from PIL import Image
 
 from encoder.clip import ClipEncoder
 from encoder.errors import EncoderUnavailableError
-from encoder.onnx_export import OPSET, export_text, export_visual, quantize_int8, text_trimmable
+from encoder.onnx_export import (
+    OPSET,
+    export_text,
+    export_visual,
+    quantize_text_int8,
+    quantize_visual_int8,
+    text_trimmable,
+)
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -38,7 +46,8 @@ log = logging.getLogger(__name__)
 
 RUNTIMES = ("auto", "torch", "onnx", "onnx-int8")
 """``auto``: the fastest of onnx-int8 / onnx / torch that passes parity here (torch on CUDA).
-``onnx``: fp32 ONNX for both towers. ``onnx-int8``: int8 image tower, fp32 text tower."""
+``onnx``: fp32 ONNX for both towers. ``onnx-int8``: int8 image tower, and the int8 text tower
+where it passes parity (fp32 text otherwise)."""
 
 PARITY_MIN_COSINE = 0.999
 """Every probe embedding must be at least this close to the torch fp32 one."""
@@ -46,7 +55,17 @@ PARITY_MIN_COSINE = 0.999
 CACHE_FORMAT = 1
 """Bump when the exported graphs change meaning, so old caches are ignored, not misused."""
 
-PROBE_TEXTS = ["", "shoes", "a red summer dress", "black leather ankle boots with a low block heel and a zip"]
+PROBE_TEXTS = [
+    "",
+    "shoes",
+    "a red summer dress",
+    "black leather ankle boots with a low block heel and a zip",
+    "green t-shirt for a wedding",
+    "navy striped polo, slim fit, made of cotton",
+    "oversized grey hoodie with a zip and two pockets, machine washable",
+    "floral skirt",
+]
+"""Short and long queries; the int8 text tower must keep every one of them within parity."""
 
 
 def default_cache_dir() -> Path:
@@ -73,6 +92,7 @@ class OnnxClipEncoder(ClipEncoder):
         text: ort.InferenceSession,
         *,
         runtime: str,
+        text_runtime: str,
         artifacts: Path,
     ) -> None:
         super().__init__(
@@ -85,7 +105,9 @@ class OnnxClipEncoder(ClipEncoder):
             weights_source=base.weights_source,
         )
         self.runtime = runtime
-        """``onnx-int8`` or ``onnx``: which path actually serves (auto resolves to one of them)."""
+        """``onnx-int8`` or ``onnx``: which image tower actually serves (auto resolves to one of them)."""
+        self.text_runtime = text_runtime
+        """``onnx-int8`` or ``onnx``: which text tower actually serves."""
         self.artifacts = artifacts
         self._visual = visual
         self._text = text
@@ -117,7 +139,10 @@ def accelerate(
     except Exception as exc:  # never crash the service over an optimisation
         log.warning("CLIP runtime %s unavailable, using torch fp32: %s", runtime, exc)
         return base
-    log.info("CLIP %s runs on %s (artifacts in %s)", base.model_id, fast.runtime, fast.artifacts)
+    log.info(
+        "CLIP %s runs on %s, text on %s (artifacts in %s)",
+        base.model_id, fast.runtime, fast.text_runtime, fast.artifacts,
+    )  # fmt: skip
     return fast
 
 
@@ -132,38 +157,53 @@ def _build(base: ClipEncoder, runtime: str, cache_dir: Path, weights_key: str) -
     probe_pixels = _probe_pixels(base)
     probe_tokens = base._tokenizer(PROBE_TEXTS)
     want_image, want_text = _reference(folder / "probe-reference.npz", model, probe_pixels, probe_tokens)
-    text = _artifact(
-        folder / "text-fp32.onnx",
+    image_size = probe_pixels.shape[-1]
+    text_runtime, text = _tower(
+        folder,
+        "text",
+        ["onnx-int8", "onnx"] if runtime in ("auto", "onnx-int8") else ["onnx"],
         lambda path: export_text(model, path),
+        quantize_text_int8,
         lambda s: _min_cosine(_probe_texts(s, probe_tokens), want_text),
     )
-    image_size = probe_pixels.shape[-1]
-    fp32_path = folder / "visual-fp32.onnx"
+    image_runtime, visual = _tower(
+        folder,
+        "visual",
+        ["onnx-int8", "onnx"] if runtime == "auto" else [runtime],
+        lambda path: export_visual(model, image_size, path),
+        quantize_visual_int8,
+        lambda s: _min_cosine(_run(s, "pixels", probe_pixels).numpy(), want_image),
+    )
+    return OnnxClipEncoder(
+        base, visual, text, runtime=image_runtime, text_runtime=text_runtime, artifacts=folder
+    )
 
-    def export_fp32(path: Path) -> None:
-        export_visual(model, image_size, path)
 
-    def quantize(path: Path) -> None:
-        if not fp32_path.is_file():
-            export_fp32(fp32_path)
-        quantize_int8(fp32_path, path)
+def _tower(
+    folder: Path,
+    tower: str,
+    order: list[str],
+    export: Callable[[Path], None],
+    quantize: Callable[[Path, Path], None],
+    parity: Callable[[ort.InferenceSession], float],
+) -> tuple[str, ort.InferenceSession]:
+    """The first of ``order`` (``onnx-int8`` / ``onnx``) whose file for ``tower`` passes parity."""
+    fp32 = folder / f"{tower}-fp32.onnx"
 
-    candidates = {"onnx-int8": ("visual-int8.onnx", quantize), "onnx": ("visual-fp32.onnx", export_fp32)}
-    order = ["onnx-int8", "onnx"] if runtime == "auto" else [runtime]
+    def build_int8(path: Path) -> None:
+        if not fp32.is_file():
+            export(fp32)
+        quantize(fp32, path)
+
+    builds = {"onnx-int8": (folder / f"{tower}-int8.onnx", build_int8), "onnx": (fp32, export)}
     reasons = []
     for name in order:
-        filename, build = candidates[name]
+        path, build = builds[name]
         try:
-            visual = _artifact(
-                folder / filename,
-                build,
-                lambda s: _min_cosine(_run(s, "pixels", probe_pixels).numpy(), want_image),
-            )
+            return name, _artifact(path, build, parity)
         except Exception as exc:
-            reasons.append(f"{name}: {exc}")
-            log.info("CLIP %s: %s not used: %s", base.model_id, name, exc)
-            continue
-        return OnnxClipEncoder(base, visual, text, runtime=name, artifacts=folder)
+            reasons.append(f"{tower} {name}: {exc}")
+            log.info("CLIP %s tower: %s not used: %s", tower, name, exc)
     raise EncoderUnavailableError("; ".join(reasons))
 
 

@@ -1,4 +1,4 @@
-"""Turn an open_clip model's two towers into ONNX files (and an int8 copy of the image tower).
+"""Turn an open_clip model's two towers into ONNX files, and each into an int8 copy.
 
 Kept apart from the runtime (:mod:`encoder.clip_onnx`) because only a cold start needs it:
 exporting pulls in the TorchScript tracer, ``onnx`` and the quantiser, a warm start only
@@ -96,7 +96,7 @@ def export_text(model: torch.nn.Module, target: Path) -> None:
     _export(TextTower(model), example, "tokens", {0: "batch", 1: "length"}, target)
 
 
-def quantize_int8(source: Path, target: Path) -> None:
+def quantize_visual_int8(source: Path, target: Path) -> None:
     """Dynamic int8 (weights per output channel, activations per tensor at run time).
 
     Dynamic rather than static quantisation: it needs no calibration set, and matmuls are
@@ -112,6 +112,33 @@ def quantize_int8(source: Path, target: Path) -> None:
             per_channel=True,
             op_types_to_quantize=["MatMul", "Gemm"],
         )
+
+    _atomic(target, write)
+
+
+def quantize_text_int8(source: Path, target: Path) -> None:
+    """Weight-only int8 in blocks of 32 (MatMulNBits), activations quantised per block at run time.
+
+    A trimmed query is ~3-10 tokens, so the text tower is bound by reading its ~150 MB of
+    fp32 weights, not by arithmetic: int8 weights are most of the win (8.4 -> 4.3 ms here).
+    :func:`quantize_visual_int8`'s per-tensor activation scales lose more on the text tower's skewed
+    activations (min cosine 0.9991 over 300 queries vs 0.9996 with these per-block scales,
+    at the same speed), and per-block scales keep a row's result independent of its batch.
+    """
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import (
+        DefaultWeightOnlyQuantConfig,
+        MatMulNBitsQuantizer,
+    )
+
+    def write(tmp: Path) -> None:
+        config = DefaultWeightOnlyQuantConfig(block_size=32, is_symmetric=True, accuracy_level=4, bits=8)
+        quantizer = MatMulNBitsQuantizer(
+            onnx.load(str(source)), bits=8, block_size=32, is_symmetric=True, accuracy_level=4,
+            algo_config=config,
+        )  # fmt: skip
+        quantizer.process()
+        quantizer.model.save_model_to_file(str(tmp), use_external_data_format=False)
 
     _atomic(target, write)
 

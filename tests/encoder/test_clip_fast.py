@@ -41,7 +41,7 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def fast(cache_dir: Path) -> OnnxClipEncoder:
-    """Cold start: exports both towers (and the int8 image tower) into an empty cache."""
+    """Cold start: exports both towers and their int8 copies into an empty cache."""
     encoder = build_clip_encoder(
         DEFAULT_CLIP_MODEL, random_weights=True, device="cpu", batch_size=8,
         runtime="auto", onnx_cache_dir=cache_dir,
@@ -63,6 +63,7 @@ def test_fast_encoder_is_a_drop_in(fast: OnnxClipEncoder, clip_random: ClipEncod
     for attribute in ("model_id", "dim", "device", "weights_source", "decode_size", "supports_texts"):
         assert getattr(fast, attribute) == getattr(clip_random, attribute)
     assert fast.runtime in ("onnx-int8", "onnx")
+    assert fast.text_runtime == "onnx-int8", "the int8 text tower missed parity on random weights"
     assert fast.encode_images([]).shape == (0, 512)
     assert fast.encode_texts([]).shape == (0, 512)
 
@@ -83,15 +84,23 @@ def test_image_parity_on_real_photos(
     assert _cosines(single, want[:3]).min() >= PARITY_MIN_COSINE
 
 
-def test_text_parity_for_every_length(fast: OnnxClipEncoder, clip_random: ClipEncoder) -> None:
+@pytest.mark.parametrize("runtime", ["auto", "onnx"])
+def test_text_parity_for_every_length(
+    runtime: str, fast: OnnxClipEncoder, cache_dir: Path, clip_random: ClipEncoder
+) -> None:
+    encoder = fast if runtime == "auto" else _build(runtime, cache_dir)
     want = clip_random.encode_texts(TEXTS)
-    together = fast.encode_texts(TEXTS)
-    alone = np.concatenate([fast.encode_texts([text]) for text in TEXTS])
+    together = encoder.encode_texts(TEXTS)
+    alone = np.concatenate([encoder.encode_texts([text]) for text in TEXTS])
     for got in (together, alone):
         cosines = _cosines(got, want)
         assert cosines.min() >= PARITY_MIN_COSINE, cosines
-    # The text tower stays fp32, so trimming is exact up to float rounding.
-    assert np.abs(alone - want).max() <= 1e-4
+    # int8 scales are per block of one row, so a text's vector does not depend on its batch.
+    assert np.abs(alone - together).max() <= 1e-5
+    if runtime == "onnx":
+        assert encoder.text_runtime == "onnx"
+        # fp32 all the way: trimming is exact up to float rounding.
+        assert np.abs(alone - want).max() <= 1e-4
 
 
 def test_trimming_padding_does_not_change_the_eot_embedding(clip_random: ClipEncoder) -> None:
@@ -112,16 +121,17 @@ def test_second_load_reuses_the_cache(
     def no_export(*_args: object, **_kwargs: object) -> None:
         raise AssertionError("re-exported although the cache was warm")
 
-    for name in ("export_visual", "export_text", "quantize_int8"):
+    for name in ("export_visual", "export_text", "quantize_visual_int8", "quantize_text_int8"):
         monkeypatch.setattr(clip_onnx, name, no_export)
     again = _build("auto", cache_dir)
     assert again.runtime == fast.runtime and again.artifacts == fast.artifacts
+    assert again.text_runtime == fast.text_runtime
 
 
 def test_corrupt_cache_file_is_rebuilt(
     fast: OnnxClipEncoder, cache_dir: Path, clip_random: ClipEncoder, caplog: pytest.LogCaptureFixture
 ) -> None:
-    text_file = fast.artifacts / "text-fp32.onnx"
+    text_file = fast.artifacts / ("text-int8.onnx" if fast.text_runtime == "onnx-int8" else "text-fp32.onnx")
     text_file.write_bytes(b"\x00 truncated by a full disk")
     with caplog.at_level(logging.WARNING, logger="encoder.clip_onnx"):
         rebuilt = _build("auto", cache_dir)
