@@ -96,7 +96,11 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> None:
         migrate.upgrade(database)
         hub.load()
         tally, elapsed = timed_ingest(
-            worker, items, retry_failed=args.retry_failed, show_progress=not args.no_progress
+            worker,
+            items,
+            retry_failed=args.retry_failed,
+            show_progress=not args.no_progress,
+            defer_indexes=args.defer_indexes,
         )
         print(tally.render(elapsed))
         report = worker.sync_category_indexes()
@@ -190,6 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--retry-failed", action="store_true", help="retry images that failed before")
     ingest.add_argument("--batch-size", type=int, help="images per batch (default LOOKALIKE_BATCH_SIZE)")
     ingest.add_argument("--no-progress", action="store_true", help="no progress bar (summary only)")
+    ingest.add_argument(
+        "--defer-indexes",
+        choices=["auto", "always", "never"],
+        default="auto",
+        help="drop the HNSW indexes while writing vectors and build them once at the end "
+        "(auto: when >= 2,000 rows and >= 20%% of the catalog need vectors)",
+    )
     ingest.set_defaults(handler=_ingest)
 
     reembed = commands.add_parser(

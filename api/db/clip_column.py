@@ -9,6 +9,7 @@ from __future__ import annotations
 from sqlalchemy import Connection, text
 
 from api.db.catalog import Catalog
+from api.db.vector_indexes import index_ddl
 
 # Same key as migrations/env.py: a model switch and a migration never run DDL at the same time.
 MIGRATION_LOCK_KEY = 0x4C4F4F4B
@@ -43,12 +44,7 @@ def change_clip_dim(conn: Connection, catalog: Catalog, dim: int) -> None:
         )
     )
     conn.execute(text(f"UPDATE {catalog.qualified} SET image_model = NULL WHERE image_model IS NOT NULL"))
-    conn.execute(
-        text(
-            f'CREATE INDEX IF NOT EXISTS "{catalog.image_index}" ON {catalog.qualified} '
-            "USING hnsw (image_embedding vector_cosine_ops)"
-        )
-    )
+    conn.execute(text(index_ddl(catalog, "image_embedding")))
 
 
 def index_definition(conn: Connection, catalog: Catalog) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,10 +11,14 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+from api.db.catalog import Catalog
 from api.db.engine import Database
+from api.db.vector_indexes import restore_missing
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VERSION_TABLE = "lookalike_alembic_version"
+
+log = logging.getLogger(__name__)
 
 
 def alembic_config(database: Database) -> Config:
@@ -32,7 +37,12 @@ def head_revision() -> str:
 
 
 def upgrade(database: Database, revision: str = "head") -> None:
+    """Migrate; at head, also build the vector indexes a bulk load that died left out."""
     _run(database, command.upgrade, revision)
+    if revision == "head":
+        built = restore_missing(database, Catalog.from_settings(database.settings))
+        if built:
+            log.warning("built HNSW indexes %s: a bulk load ended before it could", ", ".join(built))
 
 
 def downgrade(database: Database, revision: str) -> None:

@@ -20,10 +20,12 @@ from itertools import islice
 from pathlib import Path
 from typing import TypeVar
 
+from sqlalchemy import text
 from tqdm import tqdm
 
 from api.db.embedding_queue import WantedModels, reset_sources
 from api.db.product_batches import StoredImage, stored_images, upsert_products
+from api.db.vector_indexes import deferred
 from api.services.embedding import sha256_hex
 from api.services.image_input import save_image
 from api.services.ingest.progress import BatchResult, Failure, Tally
@@ -111,14 +113,36 @@ def sync_items(
     return written
 
 
+DEFER_MODES = ("auto", "always", "never")
+DEFER_MIN_ROWS = 2_000
+DEFER_MIN_SHARE = 0.2
+"""``auto`` sets the HNSW indexes aside when at least this many rows, and this share of the
+catalog, wait for vectors: below it, per-row index inserts cost less than building the indexes
+again (measured: ~12 ms per row inserted into three HNSW indexes vs ~1.6 ms per catalog row to
+build them, on 2 cores; see :mod:`api.db.vector_indexes`)."""
+
+
+def should_defer(mode: str, pending: int, catalog_rows: int) -> bool:
+    if mode not in DEFER_MODES:
+        raise ValueError(f"unknown index mode {mode!r}; use one of {', '.join(DEFER_MODES)}")
+    if mode == "never" or pending == 0:
+        return False
+    return mode == "always" or (pending >= DEFER_MIN_ROWS and pending >= DEFER_MIN_SHARE * catalog_rows)
+
+
 def run_ingest(
     worker: EmbeddingWorker,
     items: Iterable[SourceItem | BadRow] | None,
     *,
     retry_failed: bool = False,
     show_progress: bool = True,
+    defer_indexes: str = "auto",
 ) -> Tally:
-    """Sync ``items`` (None: ``--embed-only``, the rows already in the table), then embed until done."""
+    """Sync ``items`` (None: ``--embed-only``, the rows already in the table), then embed until done.
+
+    ``defer_indexes`` (``auto`` / ``always`` / ``never``): drop the HNSW indexes while the
+    vectors are written and build them once at the end (see :func:`should_defer`).
+    """
     tally = Tally()
     models = worker.wanted()
     if models.clip is None and models.fallback is None:
@@ -131,6 +155,22 @@ def run_ingest(
             retried = reset_sources(conn, worker.catalog, failed_only=True)
         log.info("retrying %d products whose image failed before", retried)
     total = worker.pending(models)
+    if not should_defer(defer_indexes, total, _catalog_rows(worker)):
+        tally.merge(_drain(worker, total, show_progress))
+        return tally
+    with deferred(worker.database, worker.catalog) as deferral:
+        tally.merge(_drain(worker, total, show_progress))
+        log.info("building the HNSW indexes again (%d rows embedded without them)", tally.embedded)
+    log.info("HNSW indexes %s built in %.1f s", ", ".join(deferral.rebuilt) or "(none)", deferral.build_s)
+    return tally
+
+
+def _catalog_rows(worker: EmbeddingWorker) -> int:
+    with worker.database.engine.connect() as conn:
+        return int(conn.execute(text(f"SELECT count(*) FROM {worker.catalog.qualified}")).scalar_one())
+
+
+def _drain(worker: EmbeddingWorker, total: int, show_progress: bool) -> Tally:
     with tqdm(total=total, unit="img", desc="embedding", disable=not show_progress or None) as bar:
         last_log, done = time.monotonic(), 0
 
@@ -150,8 +190,7 @@ def run_ingest(
                     worker.rate(),
                 )
 
-        tally.merge(worker.drain(on_batch=advance))
-    return tally
+        return worker.drain(on_batch=advance)
 
 
 def timed_ingest(
@@ -160,7 +199,10 @@ def timed_ingest(
     *,
     retry_failed: bool = False,
     show_progress: bool = True,
+    defer_indexes: str = "auto",
 ) -> tuple[Tally, float]:
     started = time.monotonic()
-    tally = run_ingest(worker, items, retry_failed=retry_failed, show_progress=show_progress)
+    tally = run_ingest(
+        worker, items, retry_failed=retry_failed, show_progress=show_progress, defer_indexes=defer_indexes
+    )
     return tally, time.monotonic() - started

@@ -17,7 +17,9 @@ import pytest
 from sqlalchemy import text
 
 from api.db import migrate
+from api.db.catalog import Catalog
 from api.db.engine import Database
+from api.db.vector_indexes import hnsw_indexes
 from api.services.encoders import EncoderHub
 from api.services.ingest.bulk import timed_ingest
 from api.services.ingest.progress import Tally
@@ -39,6 +41,7 @@ class TrainRun:
     hub: EncoderHub
     folder: Path
     embedded_before_kill: int
+    indexes_after_kill: dict[str, bool]
     tally: Tally
     elapsed_s: float
 
@@ -104,6 +107,8 @@ def train_run(
             process.send_signal(signal.SIGKILL)
             process.wait()
     embedded_before_kill = embedded_count(database)
+    with database.engine.connect() as conn:
+        indexes_after_kill = hnsw_indexes(conn, Catalog.from_settings(settings))
 
     worker = EmbeddingWorker(settings, database, hub)
     tally, elapsed = timed_ingest(
@@ -111,7 +116,9 @@ def train_run(
     )
     print(f"\nresumed ingest: {tally.render(elapsed)}")
     worker.close()
-    yield TrainRun(settings, database, hub, media / "train", embedded_before_kill, tally, elapsed)
+    yield TrainRun(
+        settings, database, hub, media / "train", embedded_before_kill, indexes_after_kill, tally, elapsed
+    )
     database.dispose()
 
 
@@ -138,6 +145,15 @@ def test_killed_ingest_resumes_to_every_product_once_with_both_embeddings(train_
     assert (row.n, row.skus, row.both, row.failed, row.categories) == (TRAIN_IMAGES,) * 3 + (0, 10)
     assert urls is not None and urls.startswith("train/dress/")  # inside the media dir: stored relative
     assert (train_run.settings.media_dir / urls).is_file()
+
+
+def test_the_killed_load_set_its_indexes_aside_and_the_resumed_one_built_them(train_run: TrainRun) -> None:
+    # A first import of 3,068 images writes its vectors with the HNSW indexes dropped (auto mode).
+    assert train_run.indexes_after_kill == {}
+    catalog = Catalog.from_settings(train_run.settings)
+    with train_run.database.engine.connect() as conn:
+        indexes = hnsw_indexes(conn, catalog)
+    assert indexes == {catalog.image_index: True, catalog.fallback_index: True}
 
 
 def test_rerun_embeds_nothing_new(train_run: TrainRun) -> None:

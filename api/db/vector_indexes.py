@@ -1,0 +1,134 @@
+"""The catalog's HNSW indexes, and setting them aside while a bulk load writes its vectors.
+
+Every row written with its vectors costs one HNSW insert per vector index it lands in: the CLIP
+index, the 1280-d MobileNetV2 index and its category's partial index. Measured on the 2-core
+machine with a 100k catalog (docs/benchmarks.md, "Writing vectors"): 78-89 rows/s with those
+indexes in place, 560-760 rows/s without, while building all of them afresh takes ~160 s for
+100k rows. So a load that writes more than a fifth of the catalog is faster with the indexes
+dropped first and built once at the end; that is what ``lookalike ingest`` does (``deferred``).
+
+A bulk load holds a session advisory lock for as long as its indexes are away. If the process
+dies, PostgreSQL releases the lock with its connection, and the next ``lookalike serve``,
+``lookalike ingest`` or ``lookalike db upgrade`` builds the missing indexes (``restore_missing``).
+Searches stay correct meanwhile: without an index PostgreSQL scans exactly, only slower.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from sqlalchemy import Connection, text
+
+from api.db.catalog import Catalog
+from api.db.engine import Database
+
+log = logging.getLogger(__name__)
+
+DEFER_LOCK_KEY = 0x4C4F4F4C
+"""First half of the advisory lock a bulk load holds; the second is a hash of the table's name."""
+
+
+def index_ddl(catalog: Catalog, column: str, *, concurrently: bool = False) -> str:
+    """The one definition of a main HNSW index (migration 0002 wrote the same at first install)."""
+    name = catalog.image_index if column == "image_embedding" else catalog.fallback_index
+    how = "CONCURRENTLY " if concurrently else ""
+    return (
+        f'CREATE INDEX {how}IF NOT EXISTS "{name}" ON {catalog.qualified} '
+        f"USING hnsw ({column} vector_cosine_ops)"
+    )
+
+
+def hnsw_indexes(conn: Connection, catalog: Catalog) -> dict[str, bool]:
+    """Every HNSW index on the catalog table (main and per-category): name -> valid."""
+    rows = conn.execute(
+        text(
+            "SELECT c.relname, i.indisvalid FROM pg_index i "
+            "JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam "
+            "WHERE i.indrelid = CAST(:table AS regclass) AND a.amname = 'hnsw'"
+        ),
+        {"table": catalog.qualified},
+    ).all()
+    return {name: valid for name, valid in rows}
+
+
+@dataclass
+class Deferral:
+    """What a bulk load set aside and what it built again."""
+
+    dropped: list[str] = field(default_factory=list)
+    rebuilt: list[str] = field(default_factory=list)
+    build_s: float = 0.0
+
+
+@contextmanager
+def deferred(database: Database, catalog: Catalog) -> Iterator[Deferral]:
+    """Drop the table's HNSW indexes for the block; build the two main ones again on the way out.
+
+    They are built again even when the block raises. Category indexes are not rebuilt here:
+    :func:`api.db.category_indexes.sync` builds the missing ones, and the caller runs it next.
+    Drops and builds are ``CONCURRENTLY``: searches and product writes never wait for them.
+    """
+    deferral = Deferral()
+    with _autocommit(database) as conn:
+        conn.execute(text("SELECT pg_advisory_lock(CAST(:k AS integer), hashtext(:t))"), _lock_args(catalog))
+        try:
+            for name in hnsw_indexes(conn, catalog):
+                conn.exec_driver_sql(f'DROP INDEX CONCURRENTLY IF EXISTS "{catalog.schema}"."{name}"')
+                deferral.dropped.append(name)
+            log.info("bulk load: %d HNSW indexes set aside until it ends", len(deferral.dropped))
+            try:
+                yield deferral
+            finally:
+                started = time.monotonic()
+                deferral.rebuilt = _create_missing(conn, catalog)
+                deferral.build_s = time.monotonic() - started
+        finally:
+            conn.execute(
+                text("SELECT pg_advisory_unlock(CAST(:k AS integer), hashtext(:t))"), _lock_args(catalog)
+            )
+
+
+def restore_missing(database: Database, catalog: Catalog) -> list[str]:
+    """Build the main HNSW indexes a dead bulk load left out; nothing while a live one holds them."""
+    with _autocommit(database) as conn:
+        if not conn.execute(
+            text("SELECT pg_try_advisory_lock(CAST(:k AS integer), hashtext(:t))"), _lock_args(catalog)
+        ).scalar():
+            return []
+        try:
+            return _create_missing(conn, catalog)
+        finally:
+            conn.execute(
+                text("SELECT pg_advisory_unlock(CAST(:k AS integer), hashtext(:t))"), _lock_args(catalog)
+            )
+
+
+def _create_missing(conn: Connection, catalog: Catalog) -> list[str]:
+    existing = hnsw_indexes(conn, catalog)
+    built = []
+    for column, name in (
+        ("image_embedding", catalog.image_index),
+        ("fallback_embedding", catalog.fallback_index),
+    ):
+        if existing.get(name):
+            continue
+        if name in existing:  # an interrupted CONCURRENTLY build leaves an invalid index behind
+            conn.exec_driver_sql(f'DROP INDEX CONCURRENTLY IF EXISTS "{catalog.schema}"."{name}"')
+        log.info("building HNSW index %s (after a bulk load, or one that did not finish)", name)
+        conn.exec_driver_sql(index_ddl(catalog, column, concurrently=True))
+        built.append(name)
+    return built
+
+
+@contextmanager
+def _autocommit(database: Database) -> Iterator[Connection]:
+    with database.engine.connect() as conn:
+        yield conn.execution_options(isolation_level="AUTOCOMMIT")
+
+
+def _lock_args(catalog: Catalog) -> dict[str, object]:
+    return {"k": DEFER_LOCK_KEY, "t": catalog.qualified}
