@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from pgvector.sqlalchemy import Vector
-from sqlalchemy import Connection, bindparam, text
+from sqlalchemy import Connection, text
 
+from api.db.binary_vector import binary_or_none
 from api.db.catalog import Catalog
 
 # A hung worker (not a dead one: that is released at once) gives its rows back after this long.
@@ -119,17 +119,16 @@ def write_embedded(conn: Connection, catalog: Catalog, rows: Sequence[Embedded])
     statement = text(
         f"""
         UPDATE {catalog.qualified} SET
-            image_embedding = CASE WHEN CAST(:clip_model AS text) IS NULL AND {same} THEN image_embedding ELSE :clip END,
+            image_embedding = CASE WHEN CAST(:clip_model AS text) IS NULL AND {same} THEN image_embedding
+                                   ELSE CAST(:clip AS vector({catalog.clip_dim})) END,
             image_model = CASE WHEN CAST(:clip_model AS text) IS NULL AND {same} THEN image_model ELSE :clip_model END,
-            fallback_embedding = CASE WHEN CAST(:fb_model AS text) IS NULL AND {same} THEN fallback_embedding ELSE :fb END,
+            fallback_embedding = CASE WHEN CAST(:fb_model AS text) IS NULL AND {same} THEN fallback_embedding
+                                      ELSE CAST(:fb AS vector({catalog.fallback_dim})) END,
             fallback_model = CASE WHEN CAST(:fb_model AS text) IS NULL AND {same} THEN fallback_model ELSE :fb_model END,
             image_sha256 = :sha, embed_source = :source, embedded_at = now(), embed_error = NULL
         WHERE id = :id
         """
-    ).bindparams(
-        bindparam("clip", type_=Vector(catalog.clip_dim)),
-        bindparam("fb", type_=Vector(catalog.fallback_dim)),
-    )
+    )  # vectors in binary (api.db.binary_vector): as text they were most of a write's cost
     conn.execute(
         statement,
         [
@@ -137,9 +136,9 @@ def write_embedded(conn: Connection, catalog: Catalog, rows: Sequence[Embedded])
                 "id": r.id,
                 "source": r.source,
                 "sha": r.image_sha256,
-                "clip": r.clip,
+                "clip": binary_or_none(r.clip),
                 "clip_model": r.clip_model,
-                "fb": r.fallback,
+                "fb": binary_or_none(r.fallback),
                 "fb_model": r.fallback_model,
             }
             for r in rows

@@ -10,6 +10,7 @@ import numpy as np
 from sqlalchemy import Connection, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 
+from api.db.binary_vector import vector_value
 from api.db.catalog import Catalog, Listing
 
 CATALOG_FIELDS = ("name", "description", "category", "price", "currency", "attributes", "image_url")
@@ -88,9 +89,9 @@ def write_embeddings(conn: Connection, catalog: Catalog, product_id: int, embedd
         update(t)
         .where(t.c.id == product_id)
         .values(
-            image_embedding=embeddings.clip,
+            image_embedding=vector_value(embeddings.clip, t.c.image_embedding.type),
             image_model=embeddings.clip_model,
-            fallback_embedding=embeddings.fallback,
+            fallback_embedding=vector_value(embeddings.fallback, t.c.fallback_embedding.type),
             fallback_model=embeddings.fallback_model,
             image_sha256=embeddings.image_sha256,
             embedded_at=func.now(),

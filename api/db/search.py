@@ -32,8 +32,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
+from api.db.binary_vector import BinaryVector, query_vector_param
 from api.db.catalog import Catalog, Listing
-from api.db.query_vector import BinaryVector, query_vector_param
 
 # Upper bound on tuples an iterative scan may visit before giving up on filling a page; large
 # enough for a filter that keeps ~0.5% of a million rows, small enough to bound the worst case.
