@@ -2,10 +2,10 @@
 
 Every row written with its vectors costs one HNSW insert per vector index it lands in: the CLIP
 index, the 1280-d MobileNetV2 index and its category's partial index. Measured on the 2-core
-machine with a 100k catalog (docs/benchmarks.md, "Writing vectors"): 78-89 rows/s with those
-indexes in place, 560-760 rows/s without, while building all of them afresh takes ~160 s for
-100k rows. So a load that writes more than a fifth of the catalog is faster with the indexes
-dropped first and built once at the end; that is what ``lookalike ingest`` does (``deferred``).
+machine with a 100k catalog (``bench/vector_writes.py``, docs/benchmarks.md): 58-99 rows/s with
+those indexes in place, ~2,300 rows/s without, while building all of them afresh takes ~110 s
+for 100k rows. So a load that writes more than 7-11% of the catalog is faster with the indexes
+dropped first and built once at the end; ``lookalike ingest`` does that (``deferred``) past 20%.
 
 A bulk load holds a session advisory lock for as long as its indexes are away. If the process
 dies, PostgreSQL releases the lock with its connection, and the next ``lookalike serve``,

@@ -117,9 +117,10 @@ DEFER_MODES = ("auto", "always", "never")
 DEFER_MIN_ROWS = 2_000
 DEFER_MIN_SHARE = 0.2
 """``auto`` sets the HNSW indexes aside when at least this many rows, and this share of the
-catalog, wait for vectors: below it, per-row index inserts cost less than building the indexes
-again (measured: ~12 ms per row inserted into three HNSW indexes vs ~1.6 ms per catalog row to
-build them, on 2 cores; see :mod:`api.db.vector_indexes`)."""
+catalog, wait for vectors. The break-even is lower (7-11% of the catalog on 2 cores: ~10-17 ms
+per row inserted into three HNSW graphs vs ~1.1 ms per catalog row to build them; see
+:mod:`api.db.vector_indexes`), but searches scan exactly while the indexes are away, so only
+loads that gain several times that wait set them aside."""
 
 
 def should_defer(mode: str, pending: int, catalog_rows: int) -> bool:
