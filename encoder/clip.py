@@ -15,7 +15,7 @@ from PIL import Image
 from encoder.clip_weights import ResolvedWeights, _hf_cached, resolve_weights, tag_config
 from encoder.devices import configure_cpu_threads, resolve_device
 from encoder.errors import EncoderUnavailableError
-from encoder.inference import encode_in_batches
+from encoder.inference import ForwardQueue, encode_in_batches
 from encoder.registry import ClipModelSpec, clip_spec
 
 if TYPE_CHECKING:
@@ -52,28 +52,27 @@ class ClipEncoder:
         self._model = model
         self._preprocess = preprocess
         self._tokenizer = tokenizer
-        self._lock = threading.Lock()
+        lock = threading.Lock()  # image and text passes never overlap either
+        # Lambdas, not bound methods: a runtime subclass's forward passes are the ones queued.
+        self.image_queue = ForwardQueue(
+            lambda pixels: self._image_forward(pixels), device=device, max_rows=batch_size, lock=lock
+        )
+        self.text_queue = ForwardQueue(
+            lambda tokens: self._text_forward(tokens), device=device, max_rows=batch_size, lock=lock
+        )
 
     def encode_images(self, images: list[Image.Image]) -> np.ndarray:
         return encode_in_batches(
             images,
             batch_size=self.batch_size,
             dim=self.dim,
-            device=self.device,
             to_tensor=self._image_batch,
-            forward=self._image_forward,
-            lock=self._lock,
+            run=self.image_queue,
         )
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         return encode_in_batches(
-            texts,
-            batch_size=self.batch_size,
-            dim=self.dim,
-            device=self.device,
-            to_tensor=self._text_batch,
-            forward=self._text_forward,
-            lock=self._lock,
+            texts, batch_size=self.batch_size, dim=self.dim, to_tensor=self._text_batch, run=self.text_queue
         )
 
     # The three steps a runtime may replace (encoder.clip_onnx): preprocessing stays shared.

@@ -1,9 +1,18 @@
-"""The batched forward-pass loop shared by every in-process torch encoder."""
+"""The batched forward-pass loop shared by every in-process encoder, and the queue that feeds it.
+
+Forward passes run one at a time per model: two concurrent passes on the same few cores (or one
+GPU) are slower together than one after the other, and peak memory doubles. Callers that queue
+up behind a running pass are then merged into the next one (:class:`ForwardQueue`): a pass over
+eight images costs far less than eight passes over one, so concurrent searches share passes
+instead of waiting in line. A lone caller never waits for company: merging only takes what
+queued up anyway, so batch-1 latency is unchanged.
+"""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import numpy as np
@@ -12,28 +21,130 @@ import torch
 T = TypeVar("T")
 
 
+@dataclass
+class QueueStats:
+    passes: int = 0
+    rows: int = 0
+    merged_calls: int = 0
+    """Calls that rode along in a pass another call started."""
+    largest_pass: int = 0
+
+
+@dataclass
+class _Call:
+    batch: torch.Tensor
+    rows: np.ndarray | None = None
+    error: BaseException | None = field(default=None, repr=False)
+
+    @property
+    def done(self) -> bool:
+        return self.rows is not None or self.error is not None
+
+
+class ForwardQueue:
+    """``forward`` for one kind of input, one pass at a time, merging the calls waiting behind it.
+
+    The caller whose call finds the queue idle runs the pass (for itself and for every call
+    that queued meanwhile, up to ``max_rows`` rows); the others sleep until their rows are in.
+    ``lock`` is shared by all queues of one model, so its image and text passes still never
+    overlap. Inputs are merged by concatenation; 2-D token batches of different lengths are
+    padded with zeros first, which changes nothing for causal text towers (what follows a
+    text's end token is never attended to).
+    """
+
+    def __init__(
+        self,
+        forward: Callable[[torch.Tensor], torch.Tensor],
+        *,
+        device: str,
+        max_rows: int,
+        lock: threading.Lock,
+    ) -> None:
+        self._forward = forward
+        self._device = device
+        self._max_rows = max(1, max_rows)
+        self._lock = lock
+        self._cond = threading.Condition()
+        self._waiting: list[_Call] = []
+        self._busy = False
+        self.stats = QueueStats()
+
+    def __call__(self, batch: torch.Tensor) -> np.ndarray:
+        """Unit-length float32 rows for ``batch``, possibly computed in a pass with other calls."""
+        call = _Call(batch)
+        with self._cond:
+            self._waiting.append(call)
+        while True:
+            with self._cond:
+                while self._busy and not call.done:
+                    self._cond.wait()
+                if call.done:
+                    break
+                self._busy = True
+                calls = self._take()
+            try:
+                self._run(calls)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+        if call.error is not None:
+            raise call.error
+        assert call.rows is not None
+        return call.rows
+
+    def _take(self) -> list[_Call]:
+        """Oldest first, whole calls, up to ``max_rows`` rows (always at least one call)."""
+        taken = [self._waiting.pop(0)]
+        rows = len(taken[0].batch)
+        while self._waiting and rows + len(self._waiting[0].batch) <= self._max_rows:
+            call = self._waiting.pop(0)
+            rows += len(call.batch)
+            taken.append(call)
+        return taken
+
+    def _run(self, calls: list[_Call]) -> None:
+        try:
+            merged = _merge([c.batch for c in calls])
+            with self._lock, torch.inference_mode():
+                features = self._forward(merged.to(self._device, non_blocking=True)).float()
+                rows = torch.nn.functional.normalize(features, dim=-1).cpu().numpy()
+        except BaseException as exc:
+            for call in calls:
+                call.error = exc
+            return
+        start = 0
+        for call in calls:
+            call.rows = np.ascontiguousarray(rows[start : start + len(call.batch)], dtype=np.float32)
+            start += len(call.batch)
+        self.stats.passes += 1
+        self.stats.rows += len(merged)
+        self.stats.merged_calls += len(calls) - 1
+        self.stats.largest_pass = max(self.stats.largest_pass, len(merged))
+
+
+def _merge(batches: list[torch.Tensor]) -> torch.Tensor:
+    if len(batches) == 1:
+        return batches[0]
+    width = max(b.shape[-1] for b in batches)
+    if any(b.shape[1:] != batches[0].shape[1:] for b in batches):
+        if any(b.ndim != 2 for b in batches):
+            raise ValueError("only token batches (n, length) can be merged at different shapes")
+        batches = [torch.nn.functional.pad(b, (0, width - b.shape[-1])) for b in batches]
+    return torch.cat(batches)
+
+
 def encode_in_batches(
     items: Sequence[T],
     *,
     batch_size: int,
     dim: int,
-    device: str,
     to_tensor: Callable[[Sequence[T]], torch.Tensor],
-    forward: Callable[[torch.Tensor], torch.Tensor],
-    lock: threading.Lock,
+    run: ForwardQueue,
 ) -> np.ndarray:
-    """Run ``forward`` over ``items`` in chunks and return unit-length float32 rows.
-
-    The lock serialises forward passes: two concurrent passes on the same few cores (or one
-    GPU) are slower together than one after the other, and peak memory doubles.
-    """
+    """Preprocess ``items`` in chunks (in the caller's thread, so callers do it in parallel) and
+    send each chunk through ``run``; unit-length float32 rows in input order."""
     if not items:
         return np.zeros((0, dim), dtype=np.float32)
-    chunks: list[np.ndarray] = []
-    for start in range(0, len(items), batch_size):
-        batch = to_tensor(items[start : start + batch_size])
-        with lock, torch.inference_mode():
-            features = forward(batch.to(device, non_blocking=True)).float()
-            features = torch.nn.functional.normalize(features, dim=-1)
-            chunks.append(features.cpu().numpy())
+    chunks = [run(to_tensor(items[start : start + batch_size])) for start in range(0, len(items), batch_size)]
     return np.ascontiguousarray(np.concatenate(chunks), dtype=np.float32)

@@ -17,7 +17,7 @@ from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
 
 from encoder.devices import configure_cpu_threads, resolve_device
 from encoder.errors import EncoderUnavailableError
-from encoder.inference import encode_in_batches
+from encoder.inference import ForwardQueue, encode_in_batches
 from encoder.install_weights import hub_checkpoint_path, install_mobilenet_weights
 from encoder.netcheck import host_reachable
 from encoder.registry import MOBILENET_DIM, MOBILENET_MODEL_ID
@@ -39,17 +39,17 @@ class MobileNetEncoder:
         self.decode_size = int(min(self._transforms.resize_size))
         """Shortest side the transforms resize to; decode_image may draft JPEGs down to it."""
         self._model = model
-        self._lock = threading.Lock()
+        self.image_queue = ForwardQueue(
+            self._pooled_features, device=device, max_rows=batch_size, lock=threading.Lock()
+        )
 
     def encode_images(self, images: list[Image.Image]) -> np.ndarray:
         return encode_in_batches(
             images,
             batch_size=self.batch_size,
             dim=self.dim,
-            device=self.device,
             to_tensor=self._image_batch,
-            forward=self._pooled_features,
-            lock=self._lock,
+            run=self.image_queue,
         )
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +103,24 @@ def test_text_parity_for_every_length(
         assert encoder.text_runtime == "onnx"
         # fp32 all the way: trimming is exact up to float rounding.
         assert np.abs(alone - want).max() <= 1e-4
+
+
+def test_concurrent_texts_of_different_lengths_share_passes_exactly(fast: OnnxClipEncoder) -> None:
+    """Trimmed token batches of different widths are padded to merge; each text keeps its row."""
+    texts = TEXTS * 2
+    alone = [fast.encode_texts([t])[0] for t in texts]
+    passes = fast.text_queue.stats.passes
+    start = threading.Barrier(len(texts))
+
+    def call(text: str) -> np.ndarray:
+        start.wait()
+        return fast.encode_texts([text])[0]
+
+    with ThreadPoolExecutor(len(texts)) as pool:
+        together = list(pool.map(call, texts))
+    assert fast.text_queue.stats.passes - passes < len(texts)
+    for got, want in zip(together, alone, strict=True):
+        assert np.abs(got - want).max() <= 1e-4  # int8 scales are per block of one row
 
 
 def test_trimming_padding_does_not_change_the_eot_embedding(clip_random: ClipEncoder) -> None:
