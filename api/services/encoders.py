@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import asdict
 from typing import Any
 
 from api.settings import Settings
@@ -167,6 +168,11 @@ class EncoderHub:
             "dim": self._clip.dim,
             "device": self._clip.device,
             "weights": getattr(self._clip, "weights_source", "unknown"),
+            "runtime": {
+                "image": getattr(self._clip, "runtime", "torch"),
+                "text": getattr(self._clip, "text_runtime", "torch"),
+            },
+            "forward_passes": _queue_stats(self._clip, "image_queue", "text_queue"),
         }
 
     def _mobilenet_health(self) -> dict[str, Any]:
@@ -178,8 +184,18 @@ class EncoderHub:
             "dim": self._mobilenet.dim,
             "device": self._mobilenet.device,
             "weights": getattr(self._mobilenet, "weights_source", "unknown"),
+            "forward_passes": _queue_stats(self._mobilenet, "image_queue"),
         }
 
     def close(self) -> None:
         if self._remote is not None:
             self._remote.close()
+
+
+def _queue_stats(encoder: Encoder, *names: str) -> dict[str, Any]:
+    """Passes run and calls merged into another's pass, per input kind (see encoder.inference)."""
+    return {
+        name.removesuffix("_queue"): asdict(queue.stats)
+        for name in names
+        if (queue := getattr(encoder, name, None)) is not None
+    }

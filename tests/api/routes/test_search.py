@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from PIL import Image
@@ -41,6 +42,31 @@ def test_data_url_and_multipart_upload_give_the_same_ranking(api: Api) -> None:
 def test_text_query_runs_in_clip_mode(api: Api) -> None:
     body = search(api, text="a pair of shoes", top_k=4)
     assert body["mode"] == "clip" and body["count"] == 4
+
+
+def test_concurrent_uploads_share_clip_passes_and_health_counts_them(api: Api) -> None:
+    def passes() -> dict:
+        return api.client.get("/api/v1/health").json()["components"]["clip"]["forward_passes"]["image"]
+
+    before = passes()
+    skus = ["dress-0", "hat-0", "shoes-0", "pants-0", "skirt-0", "shorts-0"]
+    # Fresh bytes (re-encoded at another quality) so no cache answers and every upload is encoded.
+    uploads = {sku: _reencoded(api.image(sku)) for sku in skus}
+    with ThreadPoolExecutor(len(skus)) as pool:
+        bodies = dict(
+            zip(skus, pool.map(lambda sku: search(api, image=b64(uploads[sku]), top_k=1), skus), strict=True)
+        )
+    for sku, body in bodies.items():
+        assert body["results"][0]["sku"] == sku  # each upload got its own vector back
+    after = passes()
+    assert after["rows"] - before["rows"] == len(skus)
+    assert after["passes"] - before["passes"] + after["merged_calls"] - before["merged_calls"] == len(skus)
+
+
+def _reencoded(data: bytes) -> bytes:
+    out = io.BytesIO()
+    Image.open(io.BytesIO(data)).save(out, format="JPEG", quality=97)
+    return out.getvalue()
 
 
 def test_hybrid_weights_image_against_text(api: Api) -> None:
