@@ -1,6 +1,7 @@
 """Ingestion throughput end to end: read, decode, encode with CLIP and MobileNetV2, write.
 
     .venv/bin/python bench/ingest.py [--images 512] [--runtime auto|torch|onnx|onnx-int8]
+                                     [--defer-indexes auto|always|never]
 
 Runs the real pipeline (``lookalike ingest`` on a folder: upsert rows, claim batches with
 SKIP LOCKED, fetch, decode, encode both models, executemany the vectors) into a fresh embedded
@@ -37,6 +38,7 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=512)
     parser.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnx", "onnx-int8"])
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--defer-indexes", default="auto", choices=["auto", "always", "never"])
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="lookalike-bench-ingest-"))
@@ -61,7 +63,10 @@ def main() -> int:
     worker = EmbeddingWorker(settings, database, hub)
     try:
         tally, elapsed = timed_ingest(
-            worker, folder_items(media, category_from_folder=True), show_progress=False
+            worker,
+            folder_items(media, category_from_folder=True),
+            show_progress=False,
+            defer_indexes=args.defer_indexes,
         )
     finally:
         worker.close()
@@ -71,7 +76,8 @@ def main() -> int:
     clip = hub.health()["clip"]
     print(
         f"{tally.embedded} images embedded (CLIP {clip.get('model')} on {clip.get('device')}, "
-        f"runtime {args.runtime}, batch {args.batch_size}) + MobileNetV2 in {elapsed:.1f} s: "
+        f"runtime {args.runtime}, batch {args.batch_size}, indexes {args.defer_indexes}) + MobileNetV2 "
+        f"in {elapsed:.1f} s: "
         f"{tally.embedded / elapsed:.1f} images/s end to end; {tally.failed} failed"
     )
     return 0
