@@ -32,6 +32,7 @@ from api.db.embedding_queue import (
     write_embedded,
 )
 from api.db.engine import Database
+from api.db.prewarm import PrewarmReport, prewarm
 from api.services.embedding import embed_images, sha256_hex
 from api.services.encoders import EncoderHub
 from api.services.fetch import FetchError, FetchPolicy, fetch_image
@@ -246,6 +247,7 @@ class EmbeddingWorker:
                     self.rate(),
                 )
 
+        self.prewarm()
         first_round = True
         while not self._stop.is_set():
             try:
@@ -268,6 +270,16 @@ class EmbeddingWorker:
                 self.last_error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 log.warning("embedding worker: %s; retrying in %.0fs", self.last_error, self.poll_s)
             self._stop.wait(self.poll_s)
+
+    def prewarm(self) -> PrewarmReport | None:
+        """Pull the HNSW graphs into memory (at start, before embedding): see :mod:`api.db.prewarm`."""
+        try:
+            report = prewarm(self.database, self.catalog)
+        except Exception as exc:  # only ever an optimisation
+            log.warning("prewarming the HNSW indexes failed: %s", exc)
+            return None
+        log.info(report.render())
+        return report
 
     def sync_category_indexes(self) -> SyncReport | None:
         """Bring the per-category HNSW indexes in line with the catalog (None when turned off)."""
