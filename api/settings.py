@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     """The catalog table. Point it at a shop's existing table to attach to it."""
     db_schema: str = "public"
     db_pool_size: int = 10
+    prewarm: bool = True
+    """Pull the HNSW graphs into memory when the server starts (see ``api.db.prewarm``)."""
     category_indexes: bool = True
     """Give large categories their own partial HNSW index (see ``api.db.category_indexes``);
     kept in step by the background worker after each round of embedding."""

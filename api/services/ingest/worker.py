@@ -273,6 +273,8 @@ class EmbeddingWorker:
 
     def prewarm(self) -> PrewarmReport | None:
         """Pull the HNSW graphs into memory (at start, before embedding): see :mod:`api.db.prewarm`."""
+        if not self.settings.prewarm:
+            return None
         try:
             report = prewarm(self.database, self.catalog)
         except Exception as exc:  # only ever an optimisation
