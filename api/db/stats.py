@@ -64,3 +64,7 @@ def embedding_stats(
             "fallback_embedding_hnsw": size_of.get(catalog.fallback_index, 0),
         },
     }
+
+
+def product_count(conn: Connection, catalog: Catalog) -> int:
+    return int(conn.execute(text(f"SELECT count(*) FROM {catalog.qualified}")).scalar_one())

@@ -20,11 +20,11 @@ from itertools import islice
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy import text
 from tqdm import tqdm
 
 from api.db.embedding_queue import WantedModels, reset_sources
 from api.db.product_batches import StoredImage, stored_images, upsert_products
+from api.db.stats import product_count
 from api.db.vector_indexes import deferred
 from api.services.embedding import sha256_hex
 from api.services.image_input import save_image
@@ -167,8 +167,8 @@ def run_ingest(
 
 
 def _catalog_rows(worker: EmbeddingWorker) -> int:
-    with worker.database.engine.connect() as conn:
-        return int(conn.execute(text(f"SELECT count(*) FROM {worker.catalog.qualified}")).scalar_one())
+    with worker.database.read() as conn:
+        return product_count(conn, worker.catalog)
 
 
 def _drain(worker: EmbeddingWorker, total: int, show_progress: bool) -> Tally:
