@@ -65,7 +65,9 @@ def forget_dead_users(server: Any) -> None:
             listed = users._get()
             alive = [pid for pid in listed if _process_exists(pid)]
             if alive != listed:
-                log.info("embedded PostgreSQL: forgetting %d users that no longer run", len(listed) - len(alive))
+                log.info(
+                    "embedded PostgreSQL: forgetting %d users that no longer run", len(listed) - len(alive)
+                )
                 users.put(alive)
     except Exception as exc:  # pgserver internals moved: the worst case is a server left running
         log.debug("could not tidy pgserver's list of users: %s", exc)

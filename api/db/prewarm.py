@@ -89,24 +89,27 @@ def _read_ahead(conn: Connection, catalog: Catalog, indexes: dict[str, bool], re
 
 
 def warm_searches(catalog: Catalog, column: str) -> TextClause:
-    """``:count`` nearest-neighbour searches in one statement, for vectors from a sample of the
-    table's pages (not ``ORDER BY random()``, which would read and detoast every row)."""
+    """``:count`` nearest-neighbour searches in one statement, for vectors drawn at random from a
+    sample of the table's pages (not the whole table: ``ORDER BY random()`` over it would read
+    every row)."""
     table = catalog.qualified
     return text(
         f"SELECT count(DISTINCT sample.id) FROM ("
         f"  SELECT id, {column} AS v FROM {table} TABLESAMPLE SYSTEM (:percent)"
-        f"  WHERE {column} IS NOT NULL LIMIT :count"
+        f"  WHERE {column} IS NOT NULL ORDER BY random() LIMIT :count"
         f") sample, LATERAL (SELECT id FROM {table} t ORDER BY t.{column} <=> sample.v LIMIT 10) nearest"
     )
 
 
 def sample_percent(conn: Connection, catalog: Catalog, count: int) -> float:
-    """A sample of pages expected to hold ~4x ``count`` rows (TABLESAMPLE SYSTEM picks whole pages)."""
-    rows = conn.execute(
-        text("SELECT reltuples FROM pg_class WHERE oid = CAST(:table AS regclass)"),
+    """Enough pages for ~4x ``count`` rows and never fewer than 64 pages (or the whole table):
+    SYSTEM sampling takes whole pages at random, and a handful of pages could hold no row at all."""
+    rows, pages = conn.execute(
+        text("SELECT reltuples, relpages FROM pg_class WHERE oid = CAST(:table AS regclass)"),
         {"table": catalog.qualified},
-    ).scalar()
-    return min(100.0, max(0.01, 400.0 * count / max(float(rows or 0), 1.0)))
+    ).one()
+    share = max(4.0 * count / max(float(rows), 1.0), 64.0 / max(float(pages), 1.0))
+    return min(100.0, max(0.01, 100.0 * share))
 
 
 def _search_with_stored_vectors(conn: Connection, catalog: Catalog, column: str, count: int) -> int:
