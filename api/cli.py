@@ -200,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "always", "never"],
         default="auto",
         help="drop the HNSW indexes while writing vectors and build them once at the end "
-        "(auto: when >= 2,000 rows and >= 20%% of the catalog need vectors)",
+        "(auto: when >= 10,000 rows and >= 20%% of the catalog need vectors)",
     )
     ingest.set_defaults(handler=_ingest)
 

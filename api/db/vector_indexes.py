@@ -22,12 +22,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, text
+from sqlalchemy.exc import OperationalError
 
 from api.db.catalog import Catalog
 from api.db.engine import Database
 
 log = logging.getLogger(__name__)
 
+LOCK_WAIT = "5s"
 DEFER_LOCK_KEY = 0x4C4F4F4C
 """First half of the advisory lock a bulk load holds; the second is a hash of the table's name."""
 
@@ -93,12 +95,21 @@ def deferred(database: Database, catalog: Catalog) -> Iterator[Deferral]:
 
 
 def restore_missing(database: Database, catalog: Catalog) -> list[str]:
-    """Build the main HNSW indexes a dead bulk load left out; nothing while a live one holds them."""
+    """Build the main HNSW indexes a dead bulk load left out; nothing while a live one holds them.
+
+    Waits up to ``LOCK_WAIT`` for the lock: a load killed a moment ago may still hold it until
+    PostgreSQL notices its connection is gone.
+    """
     with _autocommit(database) as conn:
-        if not conn.execute(
-            text("SELECT pg_try_advisory_lock(CAST(:k AS integer), hashtext(:t))"), _lock_args(catalog)
-        ).scalar():
+        conn.exec_driver_sql(f"SET lock_timeout = '{LOCK_WAIT}'")
+        try:
+            conn.execute(
+                text("SELECT pg_advisory_lock(CAST(:k AS integer), hashtext(:t))"), _lock_args(catalog)
+            )
+        except OperationalError:  # lock_timeout: a live bulk load holds the indexes
             return []
+        finally:
+            conn.exec_driver_sql("RESET lock_timeout")
         try:
             return _create_missing(conn, catalog)
         finally:
