@@ -127,16 +127,7 @@ def test_embedded_database_persists_across_restarts(tmp_path: Path) -> None:
 
 
 def test_a_killed_user_does_not_keep_the_embedded_server_running(tmp_path: Path) -> None:
-    env = clean_env(LOOKALIKE_DATA_DIR=str(tmp_path / "data"))
-    assert run_cli("db", "upgrade", env=env).returncode == 0
-    script = (
-        "import time; from api.settings import Settings; from api.db.engine import Database; "
-        "Database(Settings()).engine.connect().close(); print('connected', flush=True); time.sleep(600)"
-    )
-    user = subprocess.Popen(
-        [sys.executable, "-c", script], env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True
-    )
-    assert user.stdout is not None and user.stdout.readline().strip() == "connected"
+    user, env = _embedded_user(tmp_path, "time.sleep(600)")
     user.kill()  # SIGKILL: its exit hook never takes it off pgserver's list of users
     user.wait()
     assert postgres_processes_for(tmp_path / "data", expect_none=False), (
@@ -148,21 +139,27 @@ def test_a_killed_user_does_not_keep_the_embedded_server_running(tmp_path: Path)
 
 
 def test_sigterm_ends_a_command_through_its_exit_hooks(tmp_path: Path) -> None:
-    """`kill <pid>` on a long command (here an ingest waiting on a folder) lets it clean up."""
+    """`kill <pid>` on a long-running command (here `db current`, made to hang) lets it clean up."""
+    hang = "cli._db_current = lambda args, settings: time.sleep(600); cli.main(['db', 'current'])"
+    command, _ = _embedded_user(tmp_path, hang)
+    command.terminate()
+    assert command.wait(30) == 128 + 15
+    assert not postgres_processes_for(tmp_path / "data"), "the embedded server outlived its only user"
+
+
+def _embedded_user(tmp_path: Path, then: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    """A process that has joined the embedded server of a migrated data dir, then runs ``then``."""
     env = clean_env(LOOKALIKE_DATA_DIR=str(tmp_path / "data"))
     assert run_cli("db", "upgrade", env=env).returncode == 0
     script = (
-        "import time, api.cli as cli; from api.settings import Settings; "
-        "from api.db.engine import Database; Database(Settings()).engine.connect().close(); "
-        "print('connected', flush=True); cli._db_current = lambda a, s: time.sleep(600); cli.main(['db', 'current'])"
+        "import time, api.cli as cli; from api.settings import Settings; from api.db.engine import Database; "
+        f"Database(Settings()).engine.connect().close(); print('connected', flush=True); {then}"
     )
     process = subprocess.Popen(
         [sys.executable, "-c", script], env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True
     )
     assert process.stdout is not None and process.stdout.readline().strip() == "connected"
-    process.terminate()
-    assert process.wait(30) == 128 + 15
-    assert not postgres_processes_for(tmp_path / "data"), "the embedded server outlived its only user"
+    return process, env
 
 
 def postgres_processes_for(data_dir: Path, expect_none: bool = True) -> list[psutil.Process]:
