@@ -140,8 +140,12 @@ def test_a_killed_user_does_not_keep_the_embedded_server_running(tmp_path: Path)
 
 def test_sigterm_ends_a_command_through_its_exit_hooks(tmp_path: Path) -> None:
     """`kill <pid>` on a long-running command (here `db current`, made to hang) lets it clean up."""
-    hang = "cli._db_current = lambda args, settings: time.sleep(600); cli.main(['db', 'current'])"
+    hang = (
+        "cli._db_current = lambda args, settings: (print('running', flush=True), time.sleep(600)); "
+        "cli.main(['db', 'current'])"
+    )
     command, _ = _embedded_user(tmp_path, hang)
+    assert command.stdout is not None and command.stdout.readline().strip() == "running"  # handler in place
     command.terminate()
     assert command.wait(30) == 128 + 15
     assert not postgres_processes_for(tmp_path / "data"), "the embedded server outlived its only user"
