@@ -67,7 +67,7 @@ def seed(database: Database, settings: Settings, catalog: Catalog, products: int
 
     rng = np.random.default_rng(0)
     timings: dict[str, float] = {}
-    with database.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+    with database.autocommit() as conn:
         for name in hnsw_indexes(conn, catalog):
             conn.exec_driver_sql(f'DROP INDEX "{catalog.schema}"."{name}"')
         conn.exec_driver_sql(f"TRUNCATE {catalog.qualified}")

@@ -126,17 +126,13 @@ def quantize_text_int8(source: Path, target: Path) -> None:
     at the same speed), and per-block scales keep a row's result independent of its batch.
     """
     import onnx
-    from onnxruntime.quantization.matmul_nbits_quantizer import (
-        DefaultWeightOnlyQuantConfig,
-        MatMulNBitsQuantizer,
-    )
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     def write(tmp: Path) -> None:
-        config = DefaultWeightOnlyQuantConfig(block_size=32, is_symmetric=True, accuracy_level=4, bits=8)
+        # Without an explicit algo_config the quantiser builds its default config from these.
         quantizer = MatMulNBitsQuantizer(
-            onnx.load(str(source)), bits=8, block_size=32, is_symmetric=True, accuracy_level=4,
-            algo_config=config,
-        )  # fmt: skip
+            onnx.load(str(source)), bits=8, block_size=32, is_symmetric=True, accuracy_level=4
+        )
         quantizer.process()
         quantizer.model.save_model_to_file(str(tmp), use_external_data_format=False)
 

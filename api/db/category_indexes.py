@@ -28,6 +28,7 @@ from sqlalchemy import Connection, text
 
 from api.db.catalog import Catalog
 from api.db.engine import Database
+from api.db.vector_indexes import hnsw_indexes
 from api.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -84,20 +85,13 @@ def wanted_categories(conn: Connection, catalog: Catalog, policy: CategoryIndexP
 
 def existing_indexes(conn: Connection, catalog: Catalog) -> dict[str, bool]:
     """Our partial indexes on the catalog table: name -> valid (a failed CONCURRENTLY build is not)."""
-    rows = conn.execute(
-        text(
-            "SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-            "WHERE i.indrelid = CAST(:table AS regclass)"
-        ),
-        {"table": catalog.qualified},
-    ).all()
-    return {name: valid for name, valid in rows if NAME_SUFFIX.search(name)}
+    return {name: valid for name, valid in hnsw_indexes(conn, catalog).items() if NAME_SUFFIX.search(name)}
 
 
 def sync(database: Database, catalog: Catalog, policy: CategoryIndexPolicy) -> SyncReport:
     """Create the missing indexes, rebuild invalid ones, drop those whose category left the policy."""
     report = SyncReport()
-    with database.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+    with database.autocommit() as conn:
         wanted = {index_name(catalog, c): c for c in wanted_categories(conn, catalog, policy)}
         existing = existing_indexes(conn, catalog)
         for name, valid in existing.items():

@@ -125,6 +125,13 @@ class Database:
             yield conn  # closing a connection mid-transaction rolls it back
 
     @contextmanager
+    def autocommit(self) -> Iterator[Connection]:
+        """A connection outside any transaction: for ``CREATE/DROP INDEX CONCURRENTLY`` and
+        session advisory locks, which must not sit in a transaction block."""
+        with self.engine.connect() as conn:
+            yield conn.execution_options(isolation_level="AUTOCOMMIT")
+
+    @contextmanager
     def session(self) -> Iterator[Session]:
         with self.sessions() as session, session.begin():
             yield session

@@ -75,7 +75,7 @@ def deferred(database: Database, catalog: Catalog) -> Iterator[Deferral]:
     Drops and builds are ``CONCURRENTLY``: searches and product writes never wait for them.
     """
     deferral = Deferral()
-    with _autocommit(database) as conn:
+    with database.autocommit() as conn:
         conn.execute(text("SELECT pg_advisory_lock(CAST(:k AS integer), hashtext(:t))"), _lock_args(catalog))
         try:
             for name in hnsw_indexes(conn, catalog):
@@ -100,7 +100,7 @@ def restore_missing(database: Database, catalog: Catalog) -> list[str]:
     Waits up to ``LOCK_WAIT`` for the lock: a load killed a moment ago may still hold it until
     PostgreSQL notices its connection is gone.
     """
-    with _autocommit(database) as conn:
+    with database.autocommit() as conn:
         conn.exec_driver_sql(f"SET lock_timeout = '{LOCK_WAIT}'")
         try:
             conn.execute(
@@ -133,12 +133,6 @@ def _create_missing(conn: Connection, catalog: Catalog) -> list[str]:
         conn.exec_driver_sql(index_ddl(catalog, column, concurrently=True))
         built.append(name)
     return built
-
-
-@contextmanager
-def _autocommit(database: Database) -> Iterator[Connection]:
-    with database.engine.connect() as conn:
-        yield conn.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def _lock_args(catalog: Catalog) -> dict[str, object]:
