@@ -70,13 +70,20 @@ def _db_category_indexes(args: argparse.Namespace, settings: Settings) -> None:
         print(sync(database, Catalog.from_settings(settings), policy).render())
 
 
+def _lanes(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 32:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number from 1 to 32")
+    return int(value)
+
+
 def _ingest(args: argparse.Namespace, settings: Settings) -> None:
     from pathlib import Path
 
     from api.services.encoders import EncoderHub
     from api.services.ingest.bulk import timed_ingest
     from api.services.ingest.sources import file_items, folder_items
-    from api.services.ingest.worker import EmbeddingWorker
+    from api.services.ingest.worker import EmbeddingWorker, auto_lanes
+    from encoder.devices import resolve_device
 
     if args.embed_only == (args.source is not None):
         raise LookalikeError("give a folder or a .csv/.jsonl products file, or --embed-only (not both)")
@@ -89,9 +96,12 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> None:
             items = file_items(source)
         else:
             raise LookalikeError(f"{source} is not a folder, a .csv or a .jsonl file")
+    lanes = args.lanes or settings.embed_lanes or auto_lanes(resolve_device(settings.device))
+    # Each lane holds a connection for its batch; the sync and the progress reads need one more.
+    settings = settings.model_copy(update={"db_pool_size": max(settings.db_pool_size, lanes + 2)})
     database = Database(settings)
     hub = EncoderHub(settings)
-    worker = EmbeddingWorker(settings, database, hub, batch_size=args.batch_size)
+    worker = EmbeddingWorker(settings, database, hub, batch_size=args.batch_size, lanes=lanes)
     try:
         database.check()
         migrate.upgrade(database)
@@ -194,6 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--embed-only", action="store_true", help="embed the rows already in the table")
     ingest.add_argument("--retry-failed", action="store_true", help="retry images that failed before")
     ingest.add_argument("--batch-size", type=int, help="images per batch (default LOOKALIKE_BATCH_SIZE)")
+    ingest.add_argument(
+        "--lanes",
+        type=_lanes,
+        metavar="N",
+        help="batches embedded at once, 1-32 (default LOOKALIKE_EMBED_LANES, else 2 on a CPU, "
+        "every core but one on a GPU)",
+    )
     ingest.add_argument("--no-progress", action="store_true", help="no progress bar (summary only)")
     ingest.add_argument(
         "--defer-indexes",

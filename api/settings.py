@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     (``$XDG_CACHE_HOME/lookalike/onnx``). ``auto`` takes the fastest of int8 / fp32 ONNX whose
     vectors match torch fp32 (cosine >= 0.999) on this CPU, else torch."""
     batch_size: int = 32
+    embed_lanes: int | None = Field(default=None, ge=1, le=32)
+    """Batches ``lookalike ingest`` embeds at once, each decoded, encoded and written on its own
+    thread and connection (``api.services.ingest.worker``). Unset: 2 on a CPU, every core but
+    one on a GPU. The server's background worker keeps to one, leaving the cores to searches."""
     encoder_url: str | None = None
     """Base URL of a ``lookalike encoder serve`` process; unset means encode in-process."""
     encoder_timeout_s: float = 5.0

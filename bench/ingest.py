@@ -1,7 +1,8 @@
 """Ingestion throughput end to end: read, decode, encode with CLIP and MobileNetV2, write.
 
     .venv/bin/python bench/ingest.py [--images 512] [--runtime auto|torch|onnx|onnx-int8]
-                                     [--defer-indexes auto|always|never]
+                                     [--defer-indexes auto|always|never] [--lanes N]
+                                     [--device auto|cpu|cuda]
 
 Runs the real pipeline (``lookalike ingest`` on a folder: upsert rows, claim batches with
 SKIP LOCKED, fetch, decode, encode both models, executemany the vectors) into a fresh embedded
@@ -25,8 +26,9 @@ from api.db.engine import Database  # noqa: E402
 from api.services.encoders import EncoderHub  # noqa: E402
 from api.services.ingest.bulk import timed_ingest  # noqa: E402
 from api.services.ingest.sources import folder_items  # noqa: E402
-from api.services.ingest.worker import EmbeddingWorker  # noqa: E402
+from api.services.ingest.worker import EmbeddingWorker, auto_lanes  # noqa: E402
 from api.settings import Settings  # noqa: E402
+from encoder.devices import resolve_device  # noqa: E402
 
 DATASET = Path(os.environ.get("LOOKALIKE_DATASET_DIR", REPO_ROOT.parent / "shared/datasets/clothing-small"))
 
@@ -39,6 +41,8 @@ def main() -> int:
     parser.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnx", "onnx-int8"])
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--defer-indexes", default="auto", choices=["auto", "always", "never"])
+    parser.add_argument("--lanes", type=int, default=0, help="batches at once (0: the CLI's default)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="lookalike-bench-ingest-"))
@@ -54,13 +58,15 @@ def main() -> int:
         clip_random_weights=True,
         clip_runtime=args.runtime,
         batch_size=args.batch_size,
+        device=args.device,
         _env_file=None,
     )
+    lanes = args.lanes or auto_lanes(resolve_device(args.device))
     database = Database(settings)
     migrate.upgrade(database)
     hub = EncoderHub(settings)
     hub.load()
-    worker = EmbeddingWorker(settings, database, hub)
+    worker = EmbeddingWorker(settings, database, hub, lanes=lanes)
     try:
         tally, elapsed = timed_ingest(
             worker,
@@ -76,7 +82,8 @@ def main() -> int:
     clip = hub.health()["clip"]
     print(
         f"{tally.embedded} images embedded (CLIP {clip.get('model')} on {clip.get('device')}, "
-        f"runtime {args.runtime}, batch {args.batch_size}, indexes {args.defer_indexes}) + MobileNetV2 "
+        f"runtime {args.runtime}, batch {args.batch_size}, {lanes} lanes, indexes {args.defer_indexes}) "
+        "+ MobileNetV2 "
         f"in {elapsed:.1f} s: "
         f"{tally.embedded / elapsed:.1f} images/s end to end; {tally.failed} failed"
     )

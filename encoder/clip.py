@@ -17,9 +17,11 @@ from encoder.devices import configure_cpu_threads, resolve_device
 from encoder.errors import EncoderUnavailableError
 from encoder.inference import ForwardQueue, encode_in_batches
 from encoder.registry import ClipModelSpec, clip_spec
+from encoder.tensor_transforms import device_transform
 
 if TYPE_CHECKING:
     from encoder.clip_onnx import OnnxClipEncoder
+    from encoder.tensor_transforms import TensorTransform
 
 RANDOM_WEIGHTS_SEED = 0
 """Random-weight models are seeded so that two processes (API and encoder service, or a test
@@ -39,6 +41,7 @@ class ClipEncoder:
         device: str,
         batch_size: int,
         weights_source: str,
+        device_transform: TensorTransform | None = None,
     ) -> None:
         self.spec = spec
         self.model_id = spec.name
@@ -50,7 +53,14 @@ class ClipEncoder:
         self.decode_size = _shortest_side(preprocess)
         """Shortest side the transforms resize to; decode_image may draft JPEGs down to it."""
         self._model = model
+        self._dtype = next(model.parameters()).dtype
+        self.runtime = "torch-fp16" if self._dtype == torch.float16 else "torch"
+        """How the image tower runs (ONNX runtimes name themselves); the text tower: ``text_runtime``."""
+        self.text_runtime = self.runtime
         self._preprocess = preprocess
+        self._device_transform = device_transform
+        self.preprocess_on = "device" if device_transform is not None else "pillow"
+        """Where images are resized and cropped: Pillow on the CPU, or tensor ops on the device."""
         self._tokenizer = tokenizer
         lock = threading.Lock()  # image and text passes never overlap either
         # Lambdas, not bound methods: a runtime subclass's forward passes are the ones queued.
@@ -77,7 +87,7 @@ class ClipEncoder:
 
     # The three steps a runtime may replace (encoder.clip_onnx): preprocessing stays shared.
     def _image_forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self._model.encode_image(pixels)
+        return self._model.encode_image(pixels.to(self._dtype))
 
     def _text_forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self._model.encode_text(tokens)
@@ -86,6 +96,8 @@ class ClipEncoder:
         return self._tokenizer(list(texts))
 
     def _image_batch(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        if self._device_transform is not None:
+            return self._device_transform(images, self.device)
         return torch.stack([self._preprocess(image.convert("RGB")) for image in images])
 
 
@@ -99,6 +111,7 @@ def load_clip_encoder(
     cache_dir: str | None = None,
     runtime: str = "torch",
     onnx_cache_dir: Path | None = None,
+    gpu_mode: bool | None = None,
 ) -> ClipEncoder | OnnxClipEncoder:
     """Build the registry model ``model_name``; raise EncoderUnavailableError rather than guess.
 
@@ -110,6 +123,10 @@ def load_clip_encoder(
     Runtime; the torch model is always built first, as the reference that the exported
     graphs must match and as the fallback when they cannot be used. ``torch`` is the
     default here so a caller asking for "the model" gets the reference; the API opts in.
+
+    ``gpu_mode`` (default: on CUDA) runs the model in fp16 and resizes images on the device
+    (:mod:`encoder.tensor_transforms`); both match the fp32 Pillow reference to cosine >= 0.999
+    (tests run this mode on the CPU). ONNX runtimes are for CPUs and are not used with it.
     """
     spec = clip_spec(model_name)
     resolved_device = resolve_device(device)
@@ -126,15 +143,19 @@ def load_clip_encoder(
         weights_key = _weights_fingerprint(resolved, cache_dir)
     tokenizer = _tokenizer(spec, weights_path)
     model = model.to(resolved_device).eval()
+    gpu = resolved_device.startswith("cuda") if gpu_mode is None else gpu_mode
     base = ClipEncoder(
         spec,
-        model,
+        model.half() if gpu else model,
         preprocess,
         tokenizer,
         device=resolved_device,
         batch_size=batch_size,
         weights_source=source,
+        device_transform=device_transform(preprocess) if gpu else None,
     )
+    if gpu:
+        return base
     from encoder.clip_onnx import accelerate  # it subclasses ClipEncoder, so it imports this module
 
     return accelerate(base, runtime, cache_dir=onnx_cache_dir, weights_key=weights_key)

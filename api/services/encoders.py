@@ -172,6 +172,7 @@ class EncoderHub:
                 "image": getattr(self._clip, "runtime", "torch"),
                 "text": getattr(self._clip, "text_runtime", "torch"),
             },
+            "preprocess_on": getattr(self._clip, "preprocess_on", "pillow"),
             "forward_passes": _queue_stats(self._clip, "image_queue", "text_queue"),
         }
 
@@ -184,6 +185,7 @@ class EncoderHub:
             "dim": self._mobilenet.dim,
             "device": self._mobilenet.device,
             "weights": getattr(self._mobilenet, "weights_source", "unknown"),
+            "preprocess_on": getattr(self._mobilenet, "preprocess_on", "pillow"),
             "forward_passes": _queue_stats(self._mobilenet, "image_queue"),
         }
 

@@ -32,5 +32,11 @@ def test_reembed_rejects_an_unknown_model_and_ingest_needs_a_source(
 
 def test_ingest_help_lists_the_options() -> None:
     shown = run_cli("ingest", "--help", env=clean_env())
-    for option in ("--category-from-folder", "--embed-only", "--retry-failed", "--batch-size"):
+    for option in ("--category-from-folder", "--embed-only", "--retry-failed", "--batch-size", "--lanes"):
         assert option in shown.stdout
+
+
+def test_ingest_refuses_lanes_out_of_range() -> None:
+    for lanes in ("0", "33", "two"):
+        refused = run_cli("ingest", "--embed-only", "--lanes", lanes, env=clean_env())
+        assert refused.returncode == 2 and "--lanes" in refused.stderr, refused.stderr

@@ -4,11 +4,19 @@
 a daemon thread so requests are never blocked by it. Any number of workers in any number of
 processes can run at once: claims are row locks taken with ``SKIP LOCKED`` (see
 :mod:`api.db.embedding_queue`), released by PostgreSQL when a worker's connection dies.
+
+One worker can also run several *lanes*: threads that each claim, decode, encode and write
+their own batch on their own connection. Decoding and resizing (Pillow) and the forward passes
+(torch, ONNX Runtime) release the GIL, so while one lane's batch is in the model the others
+decode theirs and write the last one; the encoders merge the lanes' concurrent calls into
+shared passes (:class:`encoder.inference.ForwardQueue`). One batch on one thread leaves every
+core but one idle during decoding, and a GPU idle during everything but the forward pass.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -52,6 +60,25 @@ POLL_S = 30.0
 LOG_EVERY_S = 10.0
 
 
+def auto_lanes(device: str) -> int:
+    """Lanes for ``lookalike ingest`` when none are asked for.
+
+    On a CPU the encoders already use every core, so a second lane only overlaps one batch's
+    decoding and writing with the next one's forward pass; more lanes just contend. On a GPU
+    the forward pass is cheap and decoding is the work, so every core but one decodes.
+    """
+    if device.startswith("cuda"):
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            cores = os.cpu_count() or 2
+        return max(2, min(cores - 1, MAX_LANES))
+    return 2
+
+
+MAX_LANES = 32
+
+
 class EmbeddingWorker:
     def __init__(
         self,
@@ -62,20 +89,26 @@ class EmbeddingWorker:
         catalog: Catalog | None = None,
         policy: FetchPolicy | None = None,
         batch_size: int | None = None,
+        lanes: int = 1,
         poll_s: float = POLL_S,
     ) -> None:
+        if not 1 <= lanes <= MAX_LANES:
+            raise ValueError(f"lanes must be between 1 and {MAX_LANES}, not {lanes}")
         self.settings = settings
         self.database = database
         self.hub = hub
         self.catalog = catalog or Catalog.from_settings(settings)
         self.policy = policy or fetch_policy(settings)
         self.batch_size = batch_size or settings.batch_size
+        self.lanes = lanes
         self.poll_s = poll_s
         self.totals = Tally()
         self.state = "stopped"
         self.last_error: str | None = None
         self.last_batch_at: datetime | None = None
         self._busy_s = 0.0
+        self._busy_since: float | None = None
+        self._totals_lock = threading.Lock()
         self._dim_warned = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -85,7 +118,7 @@ class EmbeddingWorker:
             trust_env=False,
             headers={"User-Agent": "lookalike-image-fetcher/0.1", "Accept": "image/*"},
         )
-        self._pool = ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="lookalike-fetch")
+        self._pool = ThreadPoolExecutor(FETCH_THREADS * lanes, thread_name_prefix="lookalike-fetch")
 
     # --- what to ask for -----------------------------------------------------------------------
     def wanted(self) -> WantedModels:
@@ -126,16 +159,15 @@ class EmbeddingWorker:
         models = models or self.wanted()
         if models.clip is None and models.fallback is None:
             return None
-        started = time.monotonic()
         with self.database.engine.connect() as conn, conn.begin():
             rows = claim_batch(conn, self.catalog, models, self.batch_size)
             if not rows:
                 return None
             blobs = list(self._pool.map(self._fetch, rows))
             result = self._embed_and_write(conn, rows, blobs, models)
-        self._busy_s += time.monotonic() - started
-        self.last_batch_at = datetime.now(UTC)
-        self.totals.add_batch(result)
+        with self._totals_lock:
+            self.last_batch_at = datetime.now(UTC)
+            self.totals.add_batch(result)
         return result
 
     def _fetch(self, row: ClaimedRow) -> bytes | FetchError:
@@ -198,16 +230,36 @@ class EmbeddingWorker:
         on_batch: Callable[[BatchResult], None] | None = None,
         stop: threading.Event | None = None,
     ) -> Tally:
-        """Process batches until no row needs work (or ``stop`` is set); returns this run's counts."""
+        """Process batches on ``self.lanes`` lanes until no row needs work (or ``stop`` is set).
+
+        Returns this run's counts. ``on_batch`` is called once per batch, never concurrently.
+        The first error in any lane stops the others after the batch in hand (theirs still
+        commit) and is raised here; an error's own batch is rolled back, so its rows stay pending.
+        """
         tally = Tally()
         stop = stop or self._stop
-        while not stop.is_set():
-            result = self.run_batch()
-            if result is None:
-                break
-            tally.add_batch(result)
-            if on_batch is not None:
-                on_batch(result)
+        halt = threading.Event()
+        report = threading.Lock()
+
+        def lane() -> None:
+            while not (stop.is_set() or halt.is_set()):
+                result = self.run_batch()
+                if result is None:
+                    return
+                with report:
+                    tally.add_batch(result)
+                    if on_batch is not None:
+                        on_batch(result)
+
+        self._busy_since = time.monotonic()
+        try:
+            if self.lanes == 1:
+                lane()
+            else:
+                _run_lanes(lane, self.lanes, halt)
+        finally:
+            self._busy_s += time.monotonic() - self._busy_since
+            self._busy_since = None
         return tally
 
     # --- in the background ---------------------------------------------------------------------
@@ -293,8 +345,10 @@ class EmbeddingWorker:
         return report
 
     def rate(self) -> float:
-        """Images per second of busy time (fetch + encode + write), not wall time."""
-        return self.totals.embedded / self._busy_s if self._busy_s > 0 else 0.0
+        """Images per second while draining (idle waits between rounds left out)."""
+        since = self._busy_since
+        busy = self._busy_s + (time.monotonic() - since if since is not None else 0.0)
+        return self.totals.embedded / busy if busy > 0 else 0.0
 
     def progress(self) -> dict[str, Any]:
         """For ``/api/v1/stats``: what this process's worker did, and what is still pending overall."""
@@ -308,9 +362,43 @@ class EmbeddingWorker:
             "pending": pending,
             "images_per_s": round(self.rate(), 2),
             "batch_size": self.batch_size,
+            "lanes": self.lanes,
             "last_batch_at": self.last_batch_at.isoformat() if self.last_batch_at else None,
             "last_error": self.last_error,
         }
+
+
+def _run_lanes(lane: Callable[[], None], count: int, halt: threading.Event) -> None:
+    """Run ``lane`` on ``count`` threads; the first error halts the rest and is raised here.
+
+    Interrupting the caller (Ctrl-C, SIGTERM via ``sys.exit``) also halts them: each lane
+    finishes or abandons the batch in hand, and the caller's exit path (say, rebuilding
+    indexes set aside) runs only once no lane is still writing.
+    """
+    errors: list[BaseException] = []
+
+    def guarded() -> None:
+        try:
+            lane()
+        except BaseException as exc:
+            errors.append(exc)
+            halt.set()
+
+    threads = [
+        threading.Thread(target=guarded, name=f"lookalike-lane-{n}", daemon=True) for n in range(count)
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        for thread in threads:
+            thread.join()
+    except BaseException:
+        halt.set()
+        for thread in threads:
+            thread.join()
+        raise
+    if errors:
+        raise errors[0]
 
 
 def embedding_worker_stats(worker: EmbeddingWorker | None) -> dict[str, Any]:

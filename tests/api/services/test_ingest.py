@@ -1,9 +1,11 @@
 """Folder ingest of the full train split (3,068 real photos), killed midway and resumed, then the
 follow-ups that reuse that one expensive run: a re-run embeds nothing, an edited file re-embeds
-exactly its product, and two workers on 500 cleared rows embed each row exactly once."""
+exactly its product, two workers (and one worker's lanes) on 500 cleared rows embed each row
+exactly once, and an error in one lane stops the others without losing a row."""
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import signal
 import subprocess
@@ -12,17 +14,20 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 from sqlalchemy import text
 
 from api.db import migrate
 from api.db.catalog import Catalog
+from api.db.embedding_queue import ClaimedRow
 from api.db.engine import Database
 from api.db.vector_indexes import hnsw_indexes
 from api.services.encoders import EncoderHub
 from api.services.ingest.bulk import timed_ingest
-from api.services.ingest.progress import Tally
+from api.services.ingest.progress import BatchResult, Tally
 from api.services.ingest.sources import folder_items
 from api.services.ingest.worker import EmbeddingWorker
 from api.settings import Settings
@@ -119,7 +124,7 @@ def train_run(
         indexes_after_kill = hnsw_indexes(conn, Catalog.from_settings(settings))
 
     migrate.upgrade(database)  # as `lookalike ingest` starts: builds what the killed run had set aside
-    worker = EmbeddingWorker(settings, database, hub)
+    worker = EmbeddingWorker(settings, database, hub, lanes=2)  # `lookalike ingest`'s default on a CPU
     tally, elapsed = timed_ingest(
         worker, folder_items(media / "train", category_from_folder=True), show_progress=False
     )
@@ -233,6 +238,97 @@ def test_two_workers_embed_each_of_500_rows_exactly_once(train_run: TrainRun) ->
     for worker, database in zip(workers, databases, strict=True):
         worker.close()
         database.dispose()
+
+
+def clear_vectors(database: Database, rows: int) -> dict[int, np.ndarray]:
+    """Take the vectors off ``rows`` random products (as a model switch would); their old CLIP vectors."""
+    with database.engine.begin() as conn:
+        cleared = conn.execute(
+            text(
+                """
+                UPDATE products p SET image_embedding = NULL, image_model = NULL,
+                       fallback_embedding = NULL, fallback_model = NULL, embedded_at = NULL
+                FROM (SELECT id, image_embedding FROM products ORDER BY random() LIMIT :rows) old
+                WHERE p.id = old.id RETURNING p.id, old.image_embedding::real[] AS image_embedding
+                """
+            ),
+            {"rows": rows},
+        ).all()
+    return {row.id: np.asarray(row.image_embedding, dtype=np.float32) for row in cleared}
+
+
+def clip_vectors(database: Database, ids: list[int]) -> dict[int, np.ndarray]:
+    with database.engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT id, image_embedding::real[] AS image_embedding FROM products WHERE id = ANY(:ids)"),
+            {"ids": ids},
+        ).all()
+    return {row.id: np.asarray(row.image_embedding, dtype=np.float32) for row in rows}
+
+
+def test_three_lanes_embed_each_of_500_rows_exactly_once_with_the_same_vectors(train_run: TrainRun) -> None:
+    before = clear_vectors(train_run.database, 500)
+    worker = EmbeddingWorker(train_run.settings, train_run.database, train_run.hub, lanes=3)
+    embedded: list[int] = []
+    lanes_seen: set[str] = set()
+    inside = threading.Lock()
+
+    def on_batch(batch: BatchResult) -> None:
+        assert inside.acquire(blocking=False), "on_batch ran concurrently"
+        try:
+            embedded.extend(batch.embedded_ids)
+            lanes_seen.add(threading.current_thread().name)
+        finally:
+            inside.release()
+
+    tally = worker.drain(on_batch=on_batch)
+    progress = worker.progress()
+    worker.close()
+
+    assert sorted(embedded) == sorted(before)  # each row once, no other row touched
+    assert (tally.embedded, tally.failed, progress["pending"], progress["lanes"]) == (500, 0, 0, 3)
+    assert len(lanes_seen) > 1, "the batches should have been spread over the lanes"
+    after = clip_vectors(train_run.database, embedded)
+    # Same photos, same models: only the int8 image tower's per-batch activation scales differ.
+    cosines = [float(before[i] @ after[i]) for i in embedded]
+    assert min(cosines) >= 0.999
+
+
+def test_an_error_in_one_lane_stops_the_others_and_its_rows_stay_pending(train_run: TrainRun) -> None:
+    before = clear_vectors(train_run.database, 320)
+    worker = EmbeddingWorker(train_run.settings, train_run.database, train_run.hub, lanes=3)
+    write = worker._embed_and_write
+    calls = itertools.count()
+    doomed: list[int] = []
+
+    def write_or_fail(conn: Any, rows: list[ClaimedRow], *args: Any) -> BatchResult:
+        if next(calls) == 2:  # the third batch: its rows were claimed and encoded, then this
+            doomed.extend(row.id for row in rows)
+            raise RuntimeError("disk full")
+        return write(conn, rows, *args)
+
+    worker._embed_and_write = write_or_fail  # type: ignore[method-assign]
+    embedded: list[int] = []
+    with pytest.raises(RuntimeError, match="disk full"):
+        worker.drain(on_batch=lambda batch: embedded.extend(batch.embedded_ids))
+    pending = worker.pending()
+    worker.close()
+
+    # The other lanes finished the batches in hand and stopped; nothing of the failed one was written.
+    assert doomed and not set(doomed) & set(embedded)
+    assert len(embedded) < len(before) - len(doomed), "the other lanes should have stopped early"
+    assert pending == len(before) - len(embedded)
+    with train_run.database.engine.connect() as conn:
+        written = conn.execute(
+            text("SELECT count(*) FROM products WHERE id = ANY(:ids) AND embedded_at IS NOT NULL"),
+            {"ids": doomed},
+        ).scalar()
+    assert written == 0
+
+    worker = EmbeddingWorker(train_run.settings, train_run.database, train_run.hub, lanes=3)
+    tally = worker.drain()  # a retry picks the rest up, the failed batch included
+    worker.close()
+    assert tally.embedded == len(before) - len(embedded)
 
 
 def test_mobilenet_fallback_over_the_ingested_train_split_finds_the_right_class(
