@@ -15,7 +15,7 @@ from PIL import Image
 from encoder.clip_weights import ResolvedWeights, _hf_cached, resolve_weights, tag_config
 from encoder.devices import configure_cpu_threads, resolve_device
 from encoder.errors import EncoderUnavailableError
-from encoder.inference import ForwardQueue, encode_in_batches
+from encoder.inference import ForwardQueue, encode_in_batches, pass_rows
 from encoder.registry import ClipModelSpec, clip_spec
 from encoder.tensor_transforms import device_transform
 
@@ -65,10 +65,16 @@ class ClipEncoder:
         lock = threading.Lock()  # image and text passes never overlap either
         # Lambdas, not bound methods: a runtime subclass's forward passes are the ones queued.
         self.image_queue = ForwardQueue(
-            lambda pixels: self._image_forward(pixels), device=device, max_rows=batch_size, lock=lock
+            lambda pixels: self._image_forward(pixels),
+            device=device,
+            max_rows=pass_rows(device, batch_size),
+            lock=lock,
         )
         self.text_queue = ForwardQueue(
-            lambda tokens: self._text_forward(tokens), device=device, max_rows=batch_size, lock=lock
+            lambda tokens: self._text_forward(tokens),
+            device=device,
+            max_rows=pass_rows(device, batch_size),
+            lock=lock,
         )
 
     def encode_images(self, images: list[Image.Image]) -> np.ndarray:

@@ -20,6 +20,17 @@ import torch
 
 T = TypeVar("T")
 
+GPU_PASS_ROWS = 256
+"""Rows a merged pass may reach on a GPU. There a pass over 32 images is mostly kernel launches
+(held under the GIL, which the decoding lanes of an ingest also need), while 256 still fits any
+GPU with room to spare; on a CPU a pass is compute-bound from a few rows on, so it stays at the
+batch size and a query never waits behind a long pass."""
+
+
+def pass_rows(device: str, batch_size: int) -> int:
+    """The ``max_rows`` of an encoder's forward queues on ``device``."""
+    return max(batch_size, GPU_PASS_ROWS) if device.startswith("cuda") else batch_size
+
 
 @dataclass
 class QueueStats:

@@ -17,7 +17,7 @@ from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
 
 from encoder.devices import configure_cpu_threads, resolve_device
 from encoder.errors import EncoderUnavailableError
-from encoder.inference import ForwardQueue, encode_in_batches
+from encoder.inference import ForwardQueue, encode_in_batches, pass_rows
 from encoder.install_weights import hub_checkpoint_path, install_mobilenet_weights
 from encoder.netcheck import host_reachable
 from encoder.registry import MOBILENET_DIM, MOBILENET_MODEL_ID
@@ -46,7 +46,10 @@ class MobileNetEncoder:
         """Shortest side the transforms resize to; decode_image may draft JPEGs down to it."""
         self._model = model
         self.image_queue = ForwardQueue(
-            self._pooled_features, device=device, max_rows=batch_size, lock=threading.Lock()
+            self._pooled_features,
+            device=device,
+            max_rows=pass_rows(device, batch_size),
+            lock=threading.Lock(),
         )
 
     def encode_images(self, images: list[Image.Image]) -> np.ndarray:

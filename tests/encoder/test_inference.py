@@ -15,6 +15,7 @@ from PIL import Image
 
 from encoder.clip import ClipEncoder
 from encoder.images import decode_image
+from encoder.inference import GPU_PASS_ROWS, pass_rows
 from encoder.mobilenet import MobileNetEncoder
 
 CALLERS = 8
@@ -88,3 +89,9 @@ def test_a_failed_pass_fails_every_merged_caller_and_the_next_pass_works(
 
 def _snapshot(stats: Any) -> dict[str, int]:
     return dict(vars(stats))
+
+
+def test_gpu_passes_may_merge_several_batches_cpu_passes_stay_at_one() -> None:
+    assert pass_rows("cpu", 32) == 32
+    assert pass_rows("cuda", 32) == pass_rows("cuda:1", 32) == GPU_PASS_ROWS
+    assert pass_rows("cuda", 512) == 512
