@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/ingest.py [--images 512] [--runtime auto|torch|onnx|onnx-int8]
                                      [--defer-indexes auto|always|never] [--lanes N]
-                                     [--device auto|cpu|cuda]
+                                     [--device auto|cpu|cuda] [--catalog DATA_DIR]
 
 Runs the real pipeline (``lookalike ingest`` on a folder: upsert rows, claim batches with
 SKIP LOCKED, fetch, decode, encode both models, executemany the vectors) into a fresh embedded
@@ -20,6 +20,8 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
+
+from sqlalchemy import text  # noqa: E402
 
 from api.db import migrate  # noqa: E402
 from api.db.engine import Database  # noqa: E402
@@ -43,6 +45,12 @@ def main() -> int:
     parser.add_argument("--defer-indexes", default="auto", choices=["auto", "always", "never"])
     parser.add_argument("--lanes", type=int, default=0, help="batches at once (0: the CLI's default)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument(
+        "--catalog",
+        type=Path,
+        help="data dir of an existing embedded catalog (e.g. bench/vector_writes.py's) to add the "
+        "photos to, instead of a fresh one; they are deleted again afterwards",
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="lookalike-bench-ingest-"))
@@ -53,7 +61,7 @@ def main() -> int:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(photo, target)
     settings = Settings(  # type: ignore[call-arg]
-        data_dir=work / "data",
+        data_dir=args.catalog or work / "data",
         image_root=media,
         clip_random_weights=True,
         clip_runtime=args.runtime,
@@ -75,6 +83,10 @@ def main() -> int:
             defer_indexes=args.defer_indexes,
         )
     finally:
+        if args.catalog is not None:
+            skus = [f"{photo.parent.name}/{photo.name}" for photo in photos]
+            with database.engine.begin() as conn:
+                conn.execute(text("DELETE FROM products WHERE sku = ANY(:skus)"), {"skus": skus})
         worker.close()
         hub.close()
         database.dispose()

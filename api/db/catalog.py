@@ -72,6 +72,10 @@ class Catalog:
     def fallback_index(self) -> str:
         return self.index("fallback_embedding_hnsw")
 
+    @property
+    def embed_queue_index(self) -> str:
+        return self.index("embed_queue_idx")
+
     def listing_columns(self) -> list[ColumnElement[Any]]:
         """What a shopper sees of a product: the columns every search result and product read return."""
         t = self.sa_table

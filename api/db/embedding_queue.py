@@ -5,6 +5,10 @@ not ``image_url``: new rows, edited URLs, rows reset by ingest or ``--retry-fail
 vector is missing or was made by another model than the configured one. Rows whose last attempt
 failed are left alone until their source changes, so a dead URL is not downloaded forever.
 
+Claims take new and changed rows first, through a partial index that holds only them (migration
+0006), and only then look for rows whose vectors are missing or stale, which needs a walk over
+the table: an import of new products never pays for the rows already done.
+
 Claims are row locks (``FOR UPDATE SKIP LOCKED``) held by the claiming transaction while the
 batch is fetched and encoded. Concurrent workers skip each other's rows, and a worker that dies
 loses its connection, so PostgreSQL rolls back and releases its rows at once: no lease to expire.
@@ -44,14 +48,28 @@ class ClaimedRow:
     fallback_current: bool
 
 
-def _needs_work(models: WantedModels) -> str:
+NEW_OR_CHANGED = "image_url IS NOT NULL AND embed_source IS DISTINCT FROM image_url"
+"""The predicate of the queue's partial index (migration 0006 spells it the same way)."""
+
+
+def _stale(models: WantedModels) -> str | None:
+    """Rows with the current source whose vector for a wanted model is missing or out of date."""
     stale = []
     if models.clip is not None:
         stale.append("image_embedding IS NULL OR image_model IS DISTINCT FROM :clip")
     if models.fallback is not None:
         stale.append("fallback_embedding IS NULL OR fallback_model IS DISTINCT FROM :fb")
-    model_clause = f"OR (embed_error IS NULL AND ({' OR '.join(stale)}))" if stale else ""
-    return f"image_url IS NOT NULL AND (embed_source IS DISTINCT FROM image_url {model_clause})"
+    if not stale:
+        return None
+    return (
+        "image_url IS NOT NULL AND embed_source IS NOT DISTINCT FROM image_url "
+        f"AND embed_error IS NULL AND ({' OR '.join(stale)})"
+    )
+
+
+def _needs_work(models: WantedModels) -> str:
+    stale = _stale(models)
+    return f"({NEW_OR_CHANGED})" + (f" OR ({stale})" if stale else "")
 
 
 def _params(models: WantedModels) -> dict[str, Any]:
@@ -72,17 +90,10 @@ def claim_batch(conn: Connection, catalog: Catalog, models: WantedModels, limit:
     finished, so a row embedded a moment ago is not claimed again.
     """
     conn.execute(text(f"SET LOCAL idle_in_transaction_session_timeout = '{CLAIM_IDLE_TIMEOUT}'"))
-    sql = f"""
-        SELECT id, sku, image_url, image_sha256,
-               (image_embedding IS NOT NULL AND image_model IS NOT DISTINCT FROM :clip) AS clip_current,
-               (fallback_embedding IS NOT NULL AND fallback_model IS NOT DISTINCT FROM :fb) AS fallback_current
-        FROM {catalog.qualified}
-        WHERE {_needs_work(models)}
-        ORDER BY id
-        LIMIT :limit
-        FOR UPDATE SKIP LOCKED
-    """
-    rows = conn.execute(text(sql), {**_params(models), "limit": limit}).all()
+    rows = _claim(conn, catalog, models, NEW_OR_CHANGED, limit)
+    stale = _stale(models)
+    if len(rows) < limit and stale is not None:  # the two kinds never overlap: no row twice
+        rows += _claim(conn, catalog, models, stale, limit - len(rows))
     return [
         ClaimedRow(
             int(r.id),
@@ -94,6 +105,20 @@ def claim_batch(conn: Connection, catalog: Catalog, models: WantedModels, limit:
         )
         for r in rows
     ]
+
+
+def _claim(conn: Connection, catalog: Catalog, models: WantedModels, where: str, limit: int) -> list[Any]:
+    sql = f"""
+        SELECT id, sku, image_url, image_sha256,
+               (image_embedding IS NOT NULL AND image_model IS NOT DISTINCT FROM :clip) AS clip_current,
+               (fallback_embedding IS NOT NULL AND fallback_model IS NOT DISTINCT FROM :fb) AS fallback_current
+        FROM {catalog.qualified}
+        WHERE {where}
+        ORDER BY id
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+    """
+    return list(conn.execute(text(sql), {**_params(models), "limit": limit}).all())
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,14 @@ come back at once, failed rows wait for a source change or a retry, and finished
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 from sqlalchemy import text
 
 from api.db.catalog import Catalog
 from api.db.embedding_queue import (
+    NEW_OR_CHANGED,
     Embedded,
     WantedModels,
     claim_batch,
@@ -18,6 +21,7 @@ from api.db.embedding_queue import (
 )
 from api.db.engine import Database
 from api.db.product_batches import upsert_products
+from tests.support import REPO_ROOT
 
 MODELS = WantedModels(clip="clip-a", fallback="mobilenet")
 
@@ -117,3 +121,38 @@ def test_a_missing_vector_from_a_down_model_keeps_the_old_one_for_the_same_image
         )
         dropped = conn.execute(text("SELECT image_model FROM products")).scalar()
     assert (kept, dropped) == ("clip-a", None)
+
+
+def test_new_rows_are_claimed_through_the_queue_index_then_stale_rows(migrated_database: Database) -> None:
+    catalog = seed(migrated_database, 300)
+    engine = migrated_database.engine
+    vector = np.zeros(catalog.clip_dim, dtype=np.float32)
+    vector[0] = 1.0
+    with engine.begin() as conn:  # rows 1-200 done, 201-300 new; then row 5 goes stale (model switch)
+        done = [Embedded(i, f"img/{i - 1}.jpg", "sha", vector, "clip-a", None, None) for i in range(1, 201)]
+        write_embedded(conn, catalog, done)
+        conn.execute(text(f"UPDATE {catalog.qualified} SET image_model = 'clip-old' WHERE id = 5"))
+        conn.execute(text(f"ANALYZE {catalog.qualified}"))
+    single = WantedModels(clip="clip-a", fallback=None)
+    with engine.connect() as a, a.begin(), engine.connect() as b, b.begin():
+        a.execute(text("SET LOCAL enable_seqscan = off"))  # a 300-row table: make the choice visible
+        plan = "\n".join(
+            a.execute(
+                text(f"EXPLAIN SELECT id FROM {catalog.qualified} WHERE {NEW_OR_CHANGED} ORDER BY id LIMIT 8")
+            ).scalars()
+        )
+        assert catalog.embed_queue_index in plan
+        first = [r.id for r in claim_batch(a, catalog, single, 60)]
+        rest = [r.id for r in claim_batch(b, catalog, single, 60)]  # a second worker
+    # New rows first, in id order; the stale one only once they ran short; nothing twice.
+    assert first == list(range(201, 261))
+    assert rest == [*range(261, 301), 5]
+
+
+def test_the_migration_indexes_exactly_the_claim_predicate() -> None:
+    path = REPO_ROOT / "migrations/versions/0006_embed_queue_index.py"
+    spec = importlib.util.spec_from_file_location("embed_queue_migration", path)
+    assert spec is not None and spec.loader is not None
+    migration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migration)
+    assert migration.NEW_OR_CHANGED == NEW_OR_CHANGED
