@@ -159,11 +159,6 @@ def run_ingest(
         log.info("retrying %d products whose image failed before", retried)
     total = worker.pending(models)
     if not should_defer(defer_indexes, total, _catalog_rows(worker)):
-        if total:
-            # Every vector written is an insert into the HNSW graphs, which walks them like a
-            # search: with the graphs still on disk (a fresh start), 512 photos into a 100k
-            # catalog took 294 s instead of 41 s on 2 cores.
-            worker.prewarm()
         tally.merge(_drain(worker, total, show_progress))
         return tally
     with deferred(worker.database, worker.catalog) as deferral:
