@@ -58,6 +58,7 @@ FETCH_THREADS = 4
 """Concurrent downloads per batch: enough to hide network latency, few enough to be polite."""
 POLL_S = 30.0
 LOG_EVERY_S = 10.0
+MAX_LANES = 32
 
 
 def auto_lanes(device: str) -> int:
@@ -74,9 +75,6 @@ def auto_lanes(device: str) -> int:
             cores = os.cpu_count() or 2
         return max(2, min(cores - 1, MAX_LANES))
     return 2
-
-
-MAX_LANES = 32
 
 
 class EmbeddingWorker:
