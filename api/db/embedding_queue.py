@@ -6,8 +6,9 @@ vector is missing or was made by another model than the configured one. Rows who
 failed are left alone until their source changes, so a dead URL is not downloaded forever.
 
 Claims take new and changed rows first, through a partial index that holds only them (migration
-0006), and only then look for rows whose vectors are missing or stale, which needs a walk over
-the table: an import of new products never pays for the rows already done.
+0006), and only then look for rows whose vectors are missing or stale (a model switch), which
+needs a walk over the table in id order. The walk resumes after the last stale row the caller
+claimed (``stale_after``), so re-embedding a catalog walks it once, not once per batch.
 
 Claims are row locks (``FOR UPDATE SKIP LOCKED``) held by the claiming transaction while the
 batch is fetched and encoded. Concurrent workers skip each other's rows, and a worker that dies
@@ -46,6 +47,8 @@ class ClaimedRow:
     image_sha256: str | None
     clip_current: bool
     fallback_current: bool
+    stale: bool
+    """Claimed for a missing or out-of-date vector, not for a new or changed source."""
 
 
 NEW_OR_CHANGED = "image_url IS NOT NULL AND embed_source IS DISTINCT FROM image_url"
@@ -82,32 +85,43 @@ def pending_count(conn: Connection, catalog: Catalog, models: WantedModels) -> i
     return int(conn.execute(text(sql), _params(models)).scalar() or 0)
 
 
-def claim_batch(conn: Connection, catalog: Catalog, models: WantedModels, limit: int) -> list[ClaimedRow]:
+def claim_batch(
+    conn: Connection, catalog: Catalog, models: WantedModels, limit: int, *, stale_after: int = 0
+) -> list[ClaimedRow]:
     """Lock up to ``limit`` rows that need work and nobody else holds; call inside a transaction.
+
+    Stale rows are looked for only above id ``stale_after``: a worker passes the highest id of
+    the stale rows it claimed so far in this round. One it passed and that needs work again (a
+    batch rolled back by an error) is found by the next round, which starts from 0.
 
     The locks last until that transaction ends, so write the results on the same connection
     before committing. EvalPlanQual re-checks the WHERE clause on rows another worker just
     finished, so a row embedded a moment ago is not claimed again.
     """
     conn.execute(text(f"SET LOCAL idle_in_transaction_session_timeout = '{CLAIM_IDLE_TIMEOUT}'"))
-    rows = _claim(conn, catalog, models, NEW_OR_CHANGED, limit)
+    rows = [_row(r, stale=False) for r in _claim(conn, catalog, models, NEW_OR_CHANGED, limit)]
     stale = _stale(models)
     if len(rows) < limit and stale is not None:  # the two kinds never overlap: no row twice
-        rows += _claim(conn, catalog, models, stale, limit - len(rows))
-    return [
-        ClaimedRow(
-            int(r.id),
-            str(r.sku),
-            str(r.image_url),
-            r.image_sha256,
-            bool(r.clip_current),
-            bool(r.fallback_current),
-        )
-        for r in rows
-    ]
+        found = _claim(conn, catalog, models, f"id > :after AND {stale}", limit - len(rows), stale_after)
+        rows += [_row(r, stale=True) for r in found]
+    return rows
 
 
-def _claim(conn: Connection, catalog: Catalog, models: WantedModels, where: str, limit: int) -> list[Any]:
+def _row(r: Any, *, stale: bool) -> ClaimedRow:
+    return ClaimedRow(
+        int(r.id),
+        str(r.sku),
+        str(r.image_url),
+        r.image_sha256,
+        bool(r.clip_current),
+        bool(r.fallback_current),
+        stale,
+    )
+
+
+def _claim(
+    conn: Connection, catalog: Catalog, models: WantedModels, where: str, limit: int, after: int = 0
+) -> list[Any]:
     sql = f"""
         SELECT id, sku, image_url, image_sha256,
                (image_embedding IS NOT NULL AND image_model IS NOT DISTINCT FROM :clip) AS clip_current,
@@ -118,7 +132,7 @@ def _claim(conn: Connection, catalog: Catalog, models: WantedModels, where: str,
         LIMIT :limit
         FOR UPDATE SKIP LOCKED
     """
-    return list(conn.execute(text(sql), {**_params(models), "limit": limit}).all())
+    return list(conn.execute(text(sql), {**_params(models), "limit": limit, "after": after}).all())
 
 
 @dataclass(frozen=True)

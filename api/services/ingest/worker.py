@@ -77,6 +77,18 @@ def auto_lanes(device: str) -> int:
     return 2
 
 
+class StaleWalk:
+    """How far one round of claims has walked the table looking for stale rows (see claim_batch)."""
+
+    def __init__(self) -> None:
+        self.after = 0
+        self._lock = threading.Lock()
+
+    def passed(self, row_id: int) -> None:
+        with self._lock:
+            self.after = max(self.after, row_id)
+
+
 class EmbeddingWorker:
     def __init__(
         self,
@@ -152,15 +164,22 @@ class EmbeddingWorker:
             return pending_count(conn, self.catalog, models or self.wanted())
 
     # --- one batch -----------------------------------------------------------------------------
-    def run_batch(self, models: WantedModels | None = None) -> BatchResult | None:
-        """Claim, fetch, encode and write one batch in one transaction; None when there is no work."""
+    def run_batch(
+        self, models: WantedModels | None = None, walk: StaleWalk | None = None
+    ) -> BatchResult | None:
+        """Claim, fetch, encode and write one batch in one transaction; None when there is no work.
+
+        ``walk``: where this round's search for stale rows has got to (shared by its lanes).
+        """
         models = models or self.wanted()
         if models.clip is None and models.fallback is None:
             return None
+        walk = walk or StaleWalk()
         with self.database.engine.connect() as conn, conn.begin():
-            rows = claim_batch(conn, self.catalog, models, self.batch_size)
+            rows = claim_batch(conn, self.catalog, models, self.batch_size, stale_after=walk.after)
             if not rows:
                 return None
+            walk.passed(max((row.id for row in rows if row.stale), default=0))
             blobs = list(self._pool.map(self._fetch, rows))
             result = self._embed_and_write(conn, rows, blobs, models)
         with self._totals_lock:
@@ -238,10 +257,11 @@ class EmbeddingWorker:
         stop = stop or self._stop
         halt = threading.Event()
         report = threading.Lock()
+        walk = StaleWalk()
 
         def lane() -> None:
             while not (stop.is_set() or halt.is_set()):
-                result = self.run_batch()
+                result = self.run_batch(walk=walk)
                 if result is None:
                     return
                 with report:

@@ -142,11 +142,32 @@ def test_new_rows_are_claimed_through_the_queue_index_then_stale_rows(migrated_d
             ).scalars()
         )
         assert catalog.embed_queue_index in plan
-        first = [r.id for r in claim_batch(a, catalog, single, 60)]
-        rest = [r.id for r in claim_batch(b, catalog, single, 60)]  # a second worker
+        first = claim_batch(a, catalog, single, 60)
+        rest = claim_batch(b, catalog, single, 60)  # a second worker
     # New rows first, in id order; the stale one only once they ran short; nothing twice.
-    assert first == list(range(201, 261))
-    assert rest == [*range(261, 301), 5]
+    assert [r.id for r in first] == list(range(201, 261))
+    assert [r.id for r in rest] == [*range(261, 301), 5]
+    assert [r.stale for r in rest] == [False] * 40 + [True]
+
+
+def test_the_stale_walk_resumes_after_the_last_stale_row_claimed(migrated_database: Database) -> None:
+    catalog = seed(migrated_database, 50)
+    vector = np.zeros(catalog.clip_dim, dtype=np.float32)
+    vector[0] = 1.0
+    with migrated_database.engine.begin() as conn:  # all embedded by clip-a, then a switch to clip-b
+        write_embedded(
+            conn,
+            catalog,
+            [Embedded(i, f"img/{i - 1}.jpg", "sha", vector, "clip-a", None, None) for i in range(1, 51)],
+        )
+    switched = WantedModels(clip="clip-b", fallback=None)
+    engine = migrated_database.engine
+    with engine.connect() as a, a.begin(), engine.connect() as b, b.begin():
+        first = claim_batch(a, catalog, switched, 10)
+        assert [r.id for r in first] == list(range(1, 11)) and all(r.stale for r in first)
+        assert [r.id for r in claim_batch(b, catalog, switched, 10, stale_after=45)] == list(range(46, 51))
+        # Rows below the walk that still need work wait for the next round (which starts at 0).
+        assert claim_batch(b, catalog, switched, 10, stale_after=50) == []
 
 
 def test_the_migration_indexes_exactly_the_claim_predicate() -> None:
