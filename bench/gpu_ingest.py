@@ -2,10 +2,12 @@
 
     python bench/gpu_ingest.py --photos DIR [--passes 20] [--workers 14] [--batch 256]
 
-The catalog-import path on a GPU machine: a pool of decoder processes (PIL draft mode, resize and
-centre-crop on the CPU, uint8 tensors only), normalisation and both forward passes on the GPU in
-fp16, pipelined. Reports decode-only, GPU-only and pipelined images/s. The database write is
-measured separately (binary COPY); random weights: same compute as the real checkpoints.
+A standalone model of the catalog-import path on a GPU machine, outside the product: a pool of
+decoder processes (PIL draft mode, resize and centre-crop on the CPU, uint8 tensors only),
+normalisation and both forward passes on the GPU in fp16, pipelined. Reports decode-only, GPU-only
+and pipelined images/s; random weights: same compute as the real checkpoints. There is no database
+write here: for the product's own path end to end (lanes, GPU mode, the write into PostgreSQL) run
+``bench/ingest.py --device cuda`` (docs/benchmarks.md, "Ingest lanes and GPU mode").
 """
 
 from __future__ import annotations
