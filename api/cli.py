@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from api.db import migrate
 from api.db.engine import Database
 from api.errors import LookalikeError
-from api.settings import Settings, get_settings
+from api.settings import MAX_EMBED_LANES, Settings, get_settings
 from encoder.errors import EncoderError
 
 
@@ -71,8 +71,8 @@ def _db_category_indexes(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _lanes(value: str) -> int:
-    if not value.isdigit() or not 1 <= int(value) <= 32:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number from 1 to 32")
+    if not value.isdigit() or not 1 <= int(value) <= MAX_EMBED_LANES:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number from 1 to {MAX_EMBED_LANES}")
     return int(value)
 
 
@@ -82,8 +82,7 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> None:
     from api.services.encoders import EncoderHub
     from api.services.ingest.bulk import timed_ingest
     from api.services.ingest.sources import file_items, folder_items
-    from api.services.ingest.worker import EmbeddingWorker, auto_lanes
-    from encoder.devices import resolve_device
+    from api.services.ingest.worker import EmbeddingWorker, ingest_lanes
 
     if args.embed_only == (args.source is not None):
         raise LookalikeError("give a folder or a .csv/.jsonl products file, or --embed-only (not both)")
@@ -96,7 +95,7 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> None:
             items = file_items(source)
         else:
             raise LookalikeError(f"{source} is not a folder, a .csv or a .jsonl file")
-    lanes = args.lanes or settings.embed_lanes or auto_lanes(resolve_device(settings.device))
+    lanes = ingest_lanes(settings, args.lanes)
     # Each lane holds a connection for its batch; the sync and the progress reads need one more.
     settings = settings.model_copy(update={"db_pool_size": max(settings.db_pool_size, lanes + 2)})
     database = Database(settings)
@@ -208,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--lanes",
         type=_lanes,
         metavar="N",
-        help="batches embedded at once, 1-32 (default LOOKALIKE_EMBED_LANES, else 2 on a CPU, "
+        help=f"batches embedded at once, 1-{MAX_EMBED_LANES} (default LOOKALIKE_EMBED_LANES, else 2 on a CPU, "
         "every core but one on a GPU)",
     )
     ingest.add_argument("--no-progress", action="store_true", help="no progress bar (summary only)")

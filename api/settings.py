@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from encoder.registry import DEFAULT_CLIP_MODEL, MOBILENET_DIM, clip_spec
 
+MAX_EMBED_LANES = 32
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
@@ -57,7 +58,7 @@ class Settings(BaseSettings):
     (``$XDG_CACHE_HOME/lookalike/onnx``). ``auto`` takes the fastest of int8 / fp32 ONNX whose
     vectors match torch fp32 (cosine >= 0.999) on this CPU, else torch."""
     batch_size: int = 32
-    embed_lanes: int | None = Field(default=None, ge=1, le=32)
+    embed_lanes: int | None = Field(default=None, ge=1, le=MAX_EMBED_LANES)
     """Batches ``lookalike ingest`` embeds at once, each decoded, encoded and written on its own
     thread and connection (``api.services.ingest.worker``). Unset: 2 on a CPU, every core but
     one on a GPU. The server's background worker keeps to one, leaving the cores to searches."""

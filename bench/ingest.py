@@ -28,9 +28,8 @@ from api.db.engine import Database  # noqa: E402
 from api.services.encoders import EncoderHub  # noqa: E402
 from api.services.ingest.bulk import timed_ingest  # noqa: E402
 from api.services.ingest.sources import folder_items  # noqa: E402
-from api.services.ingest.worker import EmbeddingWorker, auto_lanes  # noqa: E402
+from api.services.ingest.worker import EmbeddingWorker, ingest_lanes  # noqa: E402
 from api.settings import Settings  # noqa: E402
-from encoder.devices import resolve_device  # noqa: E402
 
 DATASET = Path(os.environ.get("LOOKALIKE_DATASET_DIR", REPO_ROOT.parent / "shared/datasets/clothing-small"))
 
@@ -67,9 +66,10 @@ def main() -> int:
         clip_runtime=args.runtime,
         batch_size=args.batch_size,
         device=args.device,
+        embed_lanes=args.lanes or None,
         _env_file=None,
     )
-    lanes = args.lanes or auto_lanes(resolve_device(args.device))
+    lanes = ingest_lanes(settings)
     database = Database(settings)
     migrate.upgrade(database)
     hub = EncoderHub(settings)

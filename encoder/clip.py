@@ -13,15 +13,14 @@ import torch
 from PIL import Image
 
 from encoder.clip_weights import ResolvedWeights, _hf_cached, resolve_weights, tag_config
-from encoder.devices import configure_cpu_threads, resolve_device
+from encoder.devices import configure_cpu_threads, gpu_mode_for, resolve_device
 from encoder.errors import EncoderUnavailableError
 from encoder.inference import ForwardQueue, encode_in_batches, pass_rows
 from encoder.registry import ClipModelSpec, clip_spec
-from encoder.tensor_transforms import device_transform
+from encoder.tensor_transforms import ImageBatches
 
 if TYPE_CHECKING:
     from encoder.clip_onnx import OnnxClipEncoder
-    from encoder.tensor_transforms import TensorTransform
 
 RANDOM_WEIGHTS_SEED = 0
 """Random-weight models are seeded so that two processes (API and encoder service, or a test
@@ -41,7 +40,7 @@ class ClipEncoder:
         device: str,
         batch_size: int,
         weights_source: str,
-        device_transform: TensorTransform | None = None,
+        preprocess_on_device: bool = False,
     ) -> None:
         self.spec = spec
         self.model_id = spec.name
@@ -58,8 +57,8 @@ class ClipEncoder:
         """How the image tower runs (ONNX runtimes name themselves); the text tower: ``text_runtime``."""
         self.text_runtime = self.runtime
         self._preprocess = preprocess
-        self._device_transform = device_transform
-        self.preprocess_on = "device" if device_transform is not None else "pillow"
+        self._image_batches = ImageBatches(preprocess, device, on_device=preprocess_on_device)
+        self.preprocess_on = self._image_batches.where
         """Where images are resized and cropped: Pillow on the CPU, or tensor ops on the device."""
         self._tokenizer = tokenizer
         lock = threading.Lock()  # image and text passes never overlap either
@@ -102,9 +101,7 @@ class ClipEncoder:
         return self._tokenizer(list(texts))
 
     def _image_batch(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        if self._device_transform is not None:
-            return self._device_transform(images, self.device)
-        return torch.stack([self._preprocess(image.convert("RGB")) for image in images])
+        return self._image_batches(images)
 
 
 def load_clip_encoder(
@@ -149,7 +146,7 @@ def load_clip_encoder(
         weights_key = _weights_fingerprint(resolved, cache_dir)
     tokenizer = _tokenizer(spec, weights_path)
     model = model.to(resolved_device).eval()
-    gpu = resolved_device.startswith("cuda") if gpu_mode is None else gpu_mode
+    gpu = gpu_mode_for(resolved_device, gpu_mode)
     base = ClipEncoder(
         spec,
         model.half() if gpu else model,
@@ -158,7 +155,7 @@ def load_clip_encoder(
         device=resolved_device,
         batch_size=batch_size,
         weights_source=source,
-        device_transform=device_transform(preprocess) if gpu else None,
+        preprocess_on_device=gpu,
     )
     if gpu:
         return base

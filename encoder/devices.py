@@ -29,6 +29,15 @@ def resolve_device(device: str) -> str:
     raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda'")
 
 
+def is_cuda(device: str) -> bool:
+    return device.startswith("cuda")
+
+
+def gpu_mode_for(device: str, requested: bool | None) -> bool:
+    """GPU mode (fp16 CLIP, preprocessing on the device) is on by default exactly on CUDA."""
+    return is_cuda(device) if requested is None else requested
+
+
 def configure_cpu_threads() -> int:
     """Use every core this process may run on for intra-op parallelism, once per process.
 

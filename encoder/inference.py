@@ -18,6 +18,8 @@ from typing import TypeVar
 import numpy as np
 import torch
 
+from encoder.devices import is_cuda
+
 T = TypeVar("T")
 
 GPU_PASS_ROWS = 256
@@ -29,7 +31,7 @@ batch size and a query never waits behind a long pass."""
 
 def pass_rows(device: str, batch_size: int) -> int:
     """The ``max_rows`` of an encoder's forward queues on ``device``."""
-    return max(batch_size, GPU_PASS_ROWS) if device.startswith("cuda") else batch_size
+    return max(batch_size, GPU_PASS_ROWS) if is_cuda(device) else batch_size
 
 
 @dataclass

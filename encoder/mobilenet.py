@@ -8,20 +8,20 @@ input -- because that layer keeps visual similarity that the 1000 ImageNet logit
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from PIL import Image
 from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
 
-from encoder.devices import configure_cpu_threads, resolve_device
+from encoder.devices import configure_cpu_threads, gpu_mode_for, resolve_device
 from encoder.errors import EncoderUnavailableError
 from encoder.inference import ForwardQueue, encode_in_batches, pass_rows
 from encoder.install_weights import hub_checkpoint_path, install_mobilenet_weights
 from encoder.netcheck import host_reachable
 from encoder.registry import MOBILENET_DIM, MOBILENET_MODEL_ID
-from encoder.tensor_transforms import device_transform
+from encoder.tensor_transforms import ImageBatches
 
 WEIGHTS = MobileNet_V2_Weights.IMAGENET1K_V1
 
@@ -39,8 +39,8 @@ class MobileNetEncoder:
         self.weights_source = f"torchvision:{WEIGHTS.name}"
         self.supports_texts = False
         self._transforms: Callable[[Image.Image], torch.Tensor] = WEIGHTS.transforms()
-        self._device_transform = device_transform(self._transforms) if preprocess_on_device else None
-        self.preprocess_on = "device" if self._device_transform is not None else "pillow"
+        self._image_batches = ImageBatches(self._transforms, device, on_device=preprocess_on_device)
+        self.preprocess_on = self._image_batches.where
         """Where images are resized and cropped (see :mod:`encoder.tensor_transforms`)."""
         self.decode_size = int(min(self._transforms.resize_size))
         """Shortest side the transforms resize to; decode_image may draft JPEGs down to it."""
@@ -57,17 +57,12 @@ class MobileNetEncoder:
             images,
             batch_size=self.batch_size,
             dim=self.dim,
-            to_tensor=self._image_batch,
+            to_tensor=self._image_batches,
             run=self.image_queue,
         )
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         raise NotImplementedError("MobileNetV2 is an image-only model; text search needs CLIP")
-
-    def _image_batch(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        if self._device_transform is not None:
-            return self._device_transform(images, self.device)
-        return torch.stack([self._transforms(image.convert("RGB")) for image in images])
 
     def _pooled_features(self, batch: torch.Tensor) -> torch.Tensor:
         # Same pooling as torchvision's MobileNetV2.forward, minus dropout + classifier.
@@ -101,5 +96,9 @@ def load_mobilenet_encoder(
     except Exception as exc:
         raise EncoderUnavailableError(f"weights unavailable: could not load MobileNetV2: {exc}") from exc
     model = model.to(resolved_device, memory_format=torch.channels_last).eval()
-    gpu = resolved_device.startswith("cuda") if gpu_mode is None else gpu_mode
-    return MobileNetEncoder(model, device=resolved_device, batch_size=batch_size, preprocess_on_device=gpu)
+    return MobileNetEncoder(
+        model,
+        device=resolved_device,
+        batch_size=batch_size,
+        preprocess_on_device=gpu_mode_for(resolved_device, gpu_mode),
+    )

@@ -16,7 +16,7 @@ The steps are read from the model's own transforms; a pipeline with any other st
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,6 +136,24 @@ def stack_pixels(images: Sequence[Image.Image]) -> torch.Tensor:
     return torch.from_numpy(
         np.stack([np.asarray(i if i.mode == "RGB" else i.convert("RGB")) for i in images])
     )
+
+
+class ImageBatches:
+    """A model's images -> one normalised float batch: its Pillow transforms image by image on the
+    CPU, or (``on_device``, where they have a tensor version) :class:`TensorTransform` on ``device``."""
+
+    def __init__(
+        self, transforms: Callable[[Image.Image], torch.Tensor], device: str, *, on_device: bool
+    ) -> None:
+        self._pillow = transforms
+        self._device = device
+        self._tensor = device_transform(transforms) if on_device else None
+        self.where = "device" if self._tensor is not None else "pillow"
+
+    def __call__(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        if self._tensor is not None:
+            return self._tensor(images, self._device)
+        return torch.stack([self._pillow(image.convert("RGB")) for image in images])
 
 
 def device_transform(transforms: Any) -> TensorTransform | None:

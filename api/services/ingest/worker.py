@@ -21,10 +21,12 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import httpx
+from sqlalchemy import Connection
 
 from api.db.catalog import Catalog
 from api.db.category_indexes import CategoryIndexPolicy, SyncReport, sync
@@ -46,7 +48,8 @@ from api.services.encoders import EncoderHub
 from api.services.fetch import FetchError, FetchPolicy, fetch_image
 from api.services.image_input import fetch_policy
 from api.services.ingest.progress import BatchResult, Failure, Tally
-from api.settings import Settings
+from api.settings import MAX_EMBED_LANES, Settings
+from encoder.devices import is_cuda, resolve_device
 from encoder.errors import EncoderUnavailableError, InvalidImageError
 
 if TYPE_CHECKING:
@@ -58,7 +61,11 @@ FETCH_THREADS = 4
 """Concurrent downloads per batch: enough to hide network latency, few enough to be polite."""
 POLL_S = 30.0
 LOG_EVERY_S = 10.0
-MAX_LANES = 32
+
+
+def ingest_lanes(settings: Settings, requested: int | None = None) -> int:
+    """Lanes for ``lookalike ingest``: ``--lanes``, else ``LOOKALIKE_EMBED_LANES``, else :func:`auto_lanes`."""
+    return requested or settings.embed_lanes or auto_lanes(resolve_device(settings.device))
 
 
 def auto_lanes(device: str) -> int:
@@ -68,12 +75,12 @@ def auto_lanes(device: str) -> int:
     decoding and writing with the next one's forward pass; more lanes just contend. On a GPU
     the forward pass is cheap and decoding is the work, so every core but one decodes.
     """
-    if device.startswith("cuda"):
+    if is_cuda(device):
         try:
             cores = len(os.sched_getaffinity(0))
         except AttributeError:  # not Linux
             cores = os.cpu_count() or 2
-        return max(2, min(cores - 1, MAX_LANES))
+        return max(2, min(cores - 1, MAX_EMBED_LANES))
     return 2
 
 
@@ -102,8 +109,8 @@ class EmbeddingWorker:
         lanes: int = 1,
         poll_s: float = POLL_S,
     ) -> None:
-        if not 1 <= lanes <= MAX_LANES:
-            raise ValueError(f"lanes must be between 1 and {MAX_LANES}, not {lanes}")
+        if not 1 <= lanes <= MAX_EMBED_LANES:
+            raise ValueError(f"lanes must be between 1 and {MAX_EMBED_LANES}, not {lanes}")
         self.settings = settings
         self.database = database
         self.hub = hub
@@ -131,16 +138,19 @@ class EmbeddingWorker:
         self._pool = ThreadPoolExecutor(FETCH_THREADS * lanes, thread_name_prefix="lookalike-fetch")
 
     # --- what to ask for -----------------------------------------------------------------------
-    def wanted(self) -> WantedModels:
-        """Ask only for vectors a model that is up can make, so a down model causes no busy loop."""
+    def wanted(self, conn: Connection | None = None) -> WantedModels:
+        """Ask only for vectors a model that is up can make, so a down model causes no busy loop.
+
+        Checked for every batch (a model may go down mid-round), on the batch's own connection.
+        """
         clip: str | None = self.hub.clip_model_id
         try:
             self.hub.clip()
         except EncoderUnavailableError:
             clip = None
         if clip is not None:
-            with self.database.engine.connect() as conn:
-                dim = clip_column_dim(conn, self.catalog)
+            with nullcontext(conn) if conn is not None else self.database.engine.connect() as reader:
+                dim = clip_column_dim(reader, self.catalog)
             if dim is not None and dim != self.settings.clip_dim:
                 if not self._dim_warned:
                     log.error(
@@ -161,7 +171,7 @@ class EmbeddingWorker:
 
     def pending(self, models: WantedModels | None = None) -> int:
         with self.database.engine.connect() as conn:
-            return pending_count(conn, self.catalog, models or self.wanted())
+            return pending_count(conn, self.catalog, models or self.wanted(conn))
 
     # --- one batch -----------------------------------------------------------------------------
     def run_batch(
@@ -171,11 +181,11 @@ class EmbeddingWorker:
 
         ``walk``: where this round's search for stale rows has got to (shared by its lanes).
         """
-        models = models or self.wanted()
-        if models.clip is None and models.fallback is None:
-            return None
         walk = walk or StaleWalk()
         with self.database.engine.connect() as conn, conn.begin():
+            models = models or self.wanted(conn)
+            if models.clip is None and models.fallback is None:
+                return None
             rows = claim_batch(conn, self.catalog, models, self.batch_size, stale_after=walk.after)
             if not rows:
                 return None
