@@ -8,10 +8,25 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from api.input_checks import check_value
+
 SKU_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
+MAX_PRICE = Decimal("9999999999.99")
+"""The largest numeric(12,2): a bigger price filter overflows PostgreSQL's numeric (a 500 before)."""
 
 
-class Strict(BaseModel):
+class Checked(BaseModel):
+    """Every field of every request body passes :func:`api.input_checks.check_value`: no NUL,
+    no unpaired surrogate, no NaN/Infinity anywhere (nested attributes included), so such input is
+    a 422 here instead of a 500 in psycopg, a cache key or jsonb."""
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        return check_value(value)
+
+
+class Strict(Checked):
     """Unknown keys are a 422, not silently ignored: a typo in a filter must not widen results."""
 
     model_config = ConfigDict(extra="forbid")
@@ -19,8 +34,8 @@ class Strict(BaseModel):
 
 class SearchFilters(Strict):
     category: str | list[str] | None = Field(default=None, description="one category or a list of them")
-    price_min: Decimal | None = Field(default=None, ge=0)
-    price_max: Decimal | None = Field(default=None, ge=0)
+    price_min: Decimal | None = Field(default=None, ge=0, le=MAX_PRICE, decimal_places=2)
+    price_max: Decimal | None = Field(default=None, ge=0, le=MAX_PRICE, decimal_places=2)
     attributes: dict[str, Any] | None = Field(
         default=None, description='JSON containment, e.g. {"color": "red"}', examples=[{"color": "red"}]
     )
@@ -37,22 +52,36 @@ class SearchFilters(Strict):
         return (self.category,) if isinstance(self.category, str) else tuple(self.category)
 
 
+class CropBox(Strict):
+    """The part of the query photo to search on, in pixels of the photo as displayed (EXIF
+    orientation applied), origin top-left. A box reaching outside the photo is a 422."""
+
+    x: float = Field(ge=0)
+    y: float = Field(ge=0)
+    width: float = Field(gt=0)
+    height: float = Field(gt=0)
+
+
 class SearchRequest(Strict):
     image: str | None = Field(default=None, description="base64 image bytes, or a data: URL")
     image_url: str | None = Field(default=None, max_length=2048)
     text: str | None = Field(default=None, max_length=512)
+    # strict: the schema says number/integer, so `true` or "0.5" is a 422, not a silent 1.0.
     alpha: float = Field(
-        default=0.5, ge=0, le=1, description="hybrid weight of the image (text gets 1 - alpha)"
+        default=0.5, ge=0, le=1, strict=True, description="hybrid weight of the image (text gets 1 - alpha)"
     )
-    top_k: int = Field(default=12, ge=1, le=100)
-    offset: int = Field(default=0, ge=0, le=10_000)
-    score_threshold: float | None = Field(default=None, ge=-1, le=1)
+    top_k: int = Field(default=12, ge=1, le=100, strict=True)
+    offset: int = Field(default=0, ge=0, le=10_000, strict=True)
+    score_threshold: float | None = Field(default=None, ge=-1, le=1, strict=True)
     filters: SearchFilters = Field(default_factory=SearchFilters)
+    crop: CropBox | None = Field(default=None, description="search only this part of the image")
 
     @model_validator(mode="after")
     def _one_query(self) -> Self:
         if self.image is not None and self.image_url is not None:
             raise ValueError("give either image or image_url, not both")
+        if self.crop is not None and self.image is None and self.image_url is None:
+            raise ValueError("crop needs an image or an image_url")
         if self.image is None and self.image_url is None and not (self.text and self.text.strip()):
             raise ValueError("give an image, an image_url or a text query")
         return self
@@ -69,7 +98,7 @@ class Timing(BaseModel):
 class ProductView(BaseModel):
     """What every product answer shows: a search hit and a product read share these fields."""
 
-    id: int
+    id: int | str = Field(description="the catalog's own key, as the shop's table stores it")
     sku: str
     name: str | None
     description: str | None
@@ -78,6 +107,7 @@ class ProductView(BaseModel):
     currency: str | None
     attributes: dict[str, Any]
     image_url: str | None
+    url: str | None = Field(default=None, description="the product's page in the shop, when known")
 
 
 class SearchHit(ProductView):
@@ -108,6 +138,7 @@ class ProductIn(Strict):
     currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
     attributes: dict[str, Any] = Field(default_factory=dict)
     image_url: str | None = Field(default=None, max_length=2048)
+    url: str | None = Field(default=None, max_length=2048, description="the product's page in the shop")
     image: str | None = Field(
         default=None, description="base64 image bytes or a data: URL (instead of image_url)"
     )
@@ -121,6 +152,7 @@ class ProductPatch(Strict):
     currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
     attributes: dict[str, Any] | None = None
     image_url: str | None = Field(default=None, max_length=2048)
+    url: str | None = Field(default=None, max_length=2048)
 
     @field_validator("name", "currency", "attributes")
     @classmethod
@@ -140,11 +172,11 @@ class ProductOut(ProductView):
     embed_error: str | None
 
 
-class FindSimilarRequest(BaseModel):
+class FindSimilarRequest(Checked):
     """The request shape many shop front-ends already send (camelCase)."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     image: str
-    top_k: int = Field(default=12, ge=1, le=100, alias="topK")
-    score_threshold: float | None = Field(default=None, ge=-1, le=1, alias="scoreThreshold")
+    top_k: int = Field(default=12, ge=1, le=100, alias="topK", strict=True)
+    score_threshold: float | None = Field(default=None, ge=-1, le=1, alias="scoreThreshold", strict=True)

@@ -9,11 +9,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 
 from api.db.search import Filters, Page
 from api.errors import RequestError
-from api.schemas import SearchFilters, SearchRequest, SearchResponse
-from api.services.image_input import decode_base64_image, image_from_url, read_upload
+from api.schemas import CropBox, SearchFilters, SearchRequest, SearchResponse
+from api.services.image_input import crop_image, decode_base64_image, image_from_url, read_upload
 from api.services.search import SearchQuery, SearchResult
 from api.state import AppState, app_state
 
@@ -56,6 +57,8 @@ def search(body: SearchRequest, state: AppState = Depends(app_state)) -> JSONRes
         image = decode_base64_image(body.image, state.settings.max_upload_bytes)
     elif body.image_url is not None:
         image = image_from_url(body.image_url, state.settings)
+    if image is not None and body.crop is not None:
+        image = crop_image(image, body.crop, state.settings.max_image_pixels)
     page = Page(body.top_k, body.offset, body.score_threshold)
     query = SearchQuery(image, body.text, body.alpha, to_filters(body.filters), page)
     return to_response(state.search.search(query), page)
@@ -81,6 +84,15 @@ def _form_filters(
         raise RequestError(422, "invalid_request", "price_min/price_max: not a number") from exc
 
 
+def _form_crop(crop: str | None) -> CropBox | None:
+    if not crop:
+        return None
+    try:
+        return CropBox.model_validate_json(crop)
+    except ValidationError as exc:
+        raise RequestError(422, "invalid_request", f"crop: {exc.errors()[0]['msg']}") from exc
+
+
 @router.post("/api/v1/search/image", response_model=SearchResponse)
 async def search_image(
     file: Annotated[UploadFile, File(description="the query image")],
@@ -93,9 +105,16 @@ async def search_image(
     price_min: Annotated[str | None, Form()] = None,
     price_max: Annotated[str | None, Form()] = None,
     attributes: Annotated[str | None, Form(description='JSON object, e.g. {"color": "red"}')] = None,
+    crop: Annotated[
+        str | None,
+        Form(description='JSON box in image pixels, e.g. {"x": 0, "y": 0, "width": 200, "height": 300}'),
+    ] = None,
     state: AppState = Depends(app_state),
 ) -> JSONResponse:
     image = await read_upload(file, state.settings.max_upload_bytes)
+    box = _form_crop(crop)
+    if box is not None:
+        image = await run_in_threadpool(crop_image, image, box, state.settings.max_image_pixels)
     filters = _form_filters(category, price_min, price_max, attributes)
     page = Page(top_k, offset, score_threshold)
     query = SearchQuery(image, text, alpha, to_filters(filters), page)

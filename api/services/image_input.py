@@ -5,12 +5,15 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import io
+from typing import Protocol
 
 from fastapi import UploadFile
 
 from api.errors import RequestError
 from api.services.fetch import FetchPolicy, fetch_image
 from api.settings import Settings
+from encoder.images import decode_image
 
 
 def fetch_policy(settings: Settings) -> FetchPolicy:
@@ -86,3 +89,39 @@ def save_image(data: bytes, settings: Settings) -> str:
         partial.write_bytes(data)
         partial.replace(path)  # atomic: a crash never leaves a half-written image behind
     return relative
+
+
+class CropLike(Protocol):
+    x: float
+    y: float
+    width: float
+    height: float
+
+
+def crop_image(data: bytes, crop: CropLike | None, max_pixels: int) -> bytes:
+    """Cut the shopper's box out of the query photo and return it as a JPEG.
+
+    The box is in pixels of the photo as it is displayed (EXIF orientation applied), which is
+    what a browser shows and what a person measures. The search then hashes, caches and encodes
+    the crop exactly like an uploaded photo, so a crop needs no special case anywhere else.
+    A box reaching outside the photo is a 422 rather than silently clamped: the caller's idea of
+    the photo's size is wrong, and clamping would search on something they did not mean.
+    """
+    if crop is None:
+        return data
+    image = decode_image(data, max_pixels=max_pixels)
+    width, height = image.size
+    left, top = round(crop.x), round(crop.y)
+    right, bottom = round(crop.x + crop.width), round(crop.y + crop.height)
+    if right > width or bottom > height or right - left < 1 or bottom - top < 1:
+        raise RequestError(
+            422,
+            "crop_outside_image",
+            f"the crop box x={crop.x:g}, y={crop.y:g}, width={crop.width:g}, height={crop.height:g} "
+            f"does not fit inside the {width}x{height} image",
+        )
+    if (left, top, right, bottom) == (0, 0, width, height):
+        return data
+    out = io.BytesIO()
+    image.crop((left, top, right, bottom)).save(out, format="JPEG", quality=95)
+    return out.getvalue()
