@@ -13,6 +13,8 @@ from api.db import migrate
 from api.db.catalog import Catalog
 from api.db.engine import Database
 from api.http_errors import install_error_handlers
+from api.middleware import admit_search
+from api.middleware import install as install_guards
 from api.routes import catalog, compat, health, products, search, web
 from api.services.cache import build_cache
 from api.services.encoders import EncoderHub
@@ -55,7 +57,7 @@ def build_state(settings: Settings, *, migrate_database: bool = True, load_model
         hub=hub,
         cache=cache,
         metrics=metrics,
-        search=SearchService(settings, database, catalog_, hub, cache, metrics),
+        search=admit_search(SearchService(settings, database, catalog_, hub, cache, metrics), settings),
         products=ProductService(settings, database, catalog_, hub),
         admin_token=admin_token,
     )
@@ -91,6 +93,7 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    install_guards(app, settings)  # body-size limits, 503 overloaded (api.middleware)
     for module in (health, search, products, catalog, compat, web):
         app.include_router(module.router)
     return app

@@ -90,6 +90,18 @@ class Settings(BaseSettings):
     """Retries (with exponential back-off) for 5xx answers and timeouts."""
     allow_private_urls: bool = False
     """Let ``image_url`` fetches reach loopback/private addresses (tests, trusted LANs)."""
+    fetch_deadline_s: float = Field(default=20.0, gt=0)
+    """Total time for one image download, redirects, retries and back-off included."""
+    fetch_concurrency: int = Field(default=8, ge=1)
+    """Image downloads the API runs at once (search and product ``image_url``); more get a fast 503
+    ``overloaded``, so slow servers can never take every worker thread from other routes."""
+    max_inflight: int | None = Field(default=None, ge=1)
+    """Searches (encode + vector search) served at once; beyond it, after waiting at most
+    ``admission_wait_ms``, a fast 503 ``overloaded`` with ``Retry-After``. Unset: 2 per core, at least 8."""
+    admission_wait_ms: int = Field(default=20, ge=0)
+    max_request_bytes: int | None = Field(default=None, ge=1024)
+    """Largest request body, counted while it is read. Unset: room for ``max_upload_bytes`` as
+    base64 in JSON (4/3) plus 1 MiB of other fields."""
 
     @field_validator(
         "database_url",

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import io
+import os
+import tempfile
+import threading
 from typing import Protocol
 
 from fastapi import UploadFile
 
 from api.errors import RequestError
+from api.middleware.admission import Gate
 from api.services.fetch import FetchPolicy, fetch_image
 from api.settings import Settings
 from encoder.images import decode_image
@@ -24,6 +29,7 @@ def fetch_policy(settings: Settings) -> FetchPolicy:
         connect_timeout_s=min(3.0, settings.fetch_timeout_s / 3),
         read_timeout_s=settings.fetch_timeout_s,
         retries=settings.fetch_retries,
+        deadline_s=settings.fetch_deadline_s,
     )
 
 
@@ -67,8 +73,33 @@ async def read_upload(upload: UploadFile, max_bytes: int) -> bytes:
     return data
 
 
+_download_gates: dict[int, Gate] = {}
+_download_gates_lock = threading.Lock()
+
+
+def download_gate(settings: Settings) -> Gate:
+    """The process's bound on API image downloads (one gate per configured size).
+
+    Routes run downloads on the server's worker threads; 48 slow image servers used to take all
+    of them, so health and text searches waited too. At most ``fetch_concurrency`` downloads run
+    at once (each ends by ``fetch_deadline_s``); more are refused at once with 503 ``overloaded``.
+    """
+    with _download_gates_lock:
+        gate = _download_gates.get(settings.fetch_concurrency)
+        if gate is None:
+            gate = _download_gates[settings.fetch_concurrency] = Gate(
+                "image downloads", settings.fetch_concurrency
+            )
+        return gate
+
+
 def image_from_url(url: str, settings: Settings) -> bytes:
-    return fetch_image(url, fetch_policy(settings))
+    """Download a query or product image, within the download bound and the total deadline."""
+    policy = fetch_policy(settings)
+    if not url.lower().startswith(("http://", "https://")):
+        return fetch_image(url, policy)  # a local file under the image root: nothing to wait for
+    with download_gate(settings).admit():
+        return fetch_image(url, policy)
 
 
 UPLOAD_DIR = "uploads"
@@ -85,9 +116,18 @@ def save_image(data: bytes, settings: Settings) -> str:
     path = settings.media_dir / relative
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(path.suffix + ".partial")
-        partial.write_bytes(data)
-        partial.replace(path)  # atomic: a crash never leaves a half-written image behind
+        # A temp name of this writer's own: two writers of the same photo (parallel ingests,
+        # concurrent uploads) once shared `<sha>.partial` and replaced each other's half-written file.
+        handle, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".partial")
+        try:
+            with os.fdopen(handle, "wb") as out:
+                out.write(data)
+            os.chmod(partial, 0o644)
+            os.replace(partial, path)  # atomic: a crash never leaves a half-written image behind
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(partial)
+            raise
     return relative
 
 

@@ -25,7 +25,6 @@ from contextlib import nullcontext
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import httpx
 from sqlalchemy import Connection
 
 from api.db.catalog import Catalog
@@ -45,7 +44,7 @@ from api.db.engine import Database
 from api.db.prewarm import PrewarmReport, prewarm
 from api.services.embedding import embed_images, sha256_hex
 from api.services.encoders import EncoderHub
-from api.services.fetch import FetchError, FetchPolicy, fetch_image
+from api.services.fetch import FetchError, FetchPolicy, fetch_client, fetch_image
 from api.services.image_input import fetch_policy
 from api.services.ingest.progress import BatchResult, Failure, Tally
 from api.settings import MAX_EMBED_LANES, Settings
@@ -88,12 +87,13 @@ class StaleWalk:
     """How far one round of claims has walked the table looking for stale rows (see claim_batch)."""
 
     def __init__(self) -> None:
-        self.after = 0
+        self.after: Any = None
+        """The highest key passed so far (None: the walk has not started); any orderable key type."""
         self._lock = threading.Lock()
 
-    def passed(self, row_id: int) -> None:
+    def passed(self, row_id: Any) -> None:
         with self._lock:
-            self.after = max(self.after, row_id)
+            self.after = row_id if self.after is None else max(self.after, row_id)
 
 
 class EmbeddingWorker:
@@ -129,12 +129,7 @@ class EmbeddingWorker:
         self._dim_warned = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._client = httpx.Client(
-            timeout=httpx.Timeout(self.policy.read_timeout_s, connect=self.policy.connect_timeout_s),
-            follow_redirects=False,
-            trust_env=False,
-            headers={"User-Agent": "lookalike-image-fetcher/0.1", "Accept": "image/*"},
-        )
+        self._client = fetch_client(self.policy)  # connects only to addresses the policy checked
         self._pool = ThreadPoolExecutor(FETCH_THREADS * lanes, thread_name_prefix="lookalike-fetch")
 
     # --- what to ask for -----------------------------------------------------------------------
@@ -189,7 +184,9 @@ class EmbeddingWorker:
             rows = claim_batch(conn, self.catalog, models, self.batch_size, stale_after=walk.after)
             if not rows:
                 return None
-            walk.passed(max((row.id for row in rows if row.stale), default=0))
+            stale_keys = [row.id for row in rows if row.stale]
+            if stale_keys:
+                walk.passed(max(stale_keys))
             blobs = list(self._pool.map(self._fetch, rows))
             result = self._embed_and_write(conn, rows, blobs, models)
         with self._totals_lock:
@@ -209,8 +206,8 @@ class EmbeddingWorker:
         self, conn: Any, rows: list[ClaimedRow], blobs: list[bytes | FetchError], models: WantedModels
     ) -> BatchResult:
         failures: list[Failure] = []
-        failed_rows: list[tuple[int, str, str, str | None]] = []
-        unchanged: list[tuple[int, str]] = []
+        failed_rows: list[tuple[Any, str, str, str | None]] = []
+        unchanged: list[tuple[Any, str]] = []
         to_embed: list[tuple[ClaimedRow, bytes]] = []
         for row, blob in zip(rows, blobs, strict=True):
             if isinstance(blob, FetchError):
