@@ -75,14 +75,21 @@ class SearchRequest(Strict):
     score_threshold: float | None = Field(default=None, ge=-1, le=1, strict=True)
     filters: SearchFilters = Field(default_factory=SearchFilters)
     crop: CropBox | None = Field(default=None, description="search only this part of the image")
+    image_sha256: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="a photo this server has searched with recently, by the sha256 of its bytes "
+        "(shared search links); 404 photo_not_available once the server no longer has it",
+    )
 
     @model_validator(mode="after")
     def _one_query(self) -> Self:
-        if self.image is not None and self.image_url is not None:
-            raise ValueError("give either image or image_url, not both")
+        photos = [p for p in (self.image, self.image_url, self.image_sha256) if p is not None]
+        if len(photos) > 1:
+            raise ValueError("give one of image, image_url and image_sha256, not several")
         if self.crop is not None and self.image is None and self.image_url is None:
             raise ValueError("crop needs an image or an image_url")
-        if self.image is None and self.image_url is None and not (self.text and self.text.strip()):
+        if not photos and not (self.text and self.text.strip()):
             raise ValueError("give an image, an image_url or a text query")
         return self
 

@@ -60,7 +60,7 @@ def search(body: SearchRequest, state: AppState = Depends(app_state)) -> JSONRes
     if image is not None and body.crop is not None:
         image = crop_image(image, body.crop, state.settings.max_image_pixels)
     page = Page(body.top_k, body.offset, body.score_threshold)
-    query = SearchQuery(image, body.text, body.alpha, to_filters(body.filters), page)
+    query = SearchQuery(image, body.text, body.alpha, to_filters(body.filters), page, body.image_sha256)
     return to_response(state.search.search(query), page)
 
 

@@ -78,6 +78,23 @@ class QueryImage:
         return self._image
 
 
+class SeenImage(QueryImage):
+    """A query photo named only by its sha256 (a shared search link): served from the cached
+    results and query embeddings of that photo while the server still has them, never stored."""
+
+    def __init__(self, sha: str) -> None:
+        self.data = b""
+        self.sha = sha
+        self._image = None
+
+    def decoded(self) -> Image.Image:
+        raise RequestError(
+            404,
+            "photo_not_available",
+            "this server no longer has the photo with that sha256 (query photos are not kept); send the image",
+        )
+
+
 @dataclass(frozen=True)
 class SearchQuery:
     image: bytes | None
@@ -128,6 +145,8 @@ class SearchService:
         image = None
         if query.image is not None:
             image = QueryImage(query.image, self.settings.max_image_pixels, self.hub.decode_size, timer)
+        elif query.image_sha256 is not None:
+            image = SeenImage(query.image_sha256)
         text = query.text.strip() if query.text else None
         if image is not None and text:
             ladder = [Mode.HYBRID, Mode.MOBILENET]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 
@@ -99,3 +100,19 @@ def test_a_crop_needs_a_photo(api: Api) -> None:
         "/api/v1/search/image", files={"file": ("q.jpg", b"x", "image/jpeg")}, data={"crop": "not json"}
     )
     assert form.status_code in (400, 422) and form.json()["error"]["code"]
+
+
+def test_a_photo_the_server_has_seen_is_searchable_by_its_sha256(api: Api) -> None:
+    """Shared search links name the photo by hash: they work while the server still has it."""
+    data = api.image("longsleeve-1")
+    sha = hashlib.sha256(data).hexdigest()
+    by_bytes = first_skus(api, image=b64(data))
+    assert first_skus(api, image_sha256=sha) == by_bytes
+    # The photo's embedding is kept, so the same photo with other words or filters works too.
+    hybrid = api.client.post("/api/v1/search", json={"image_sha256": sha, "text": "red", "top_k": 5})
+    assert hybrid.status_code == 200 and hybrid.json()["mode"] == "hybrid"
+    unknown = api.client.post("/api/v1/search", json={"image_sha256": "0" * 64})
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["code"] == "photo_not_available"
+    both = api.client.post("/api/v1/search", json={"image_sha256": sha, "image": b64(data)})
+    assert both.status_code == 422
