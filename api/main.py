@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from api.cors import CorsMiddleware
 from api.db import migrate
 from api.db.catalog import Catalog
 from api.db.engine import Database
@@ -96,4 +97,6 @@ def create_app(
     install_guards(app, settings)  # body-size limits, 503 overloaded (api.middleware)
     for module in (health, search, products, catalog, compat, web):
         app.include_router(module.router)
+    # Outside the guards, so error answers of public reads (413, 503, 4xx) carry the CORS headers too.
+    app.add_middleware(CorsMiddleware, origins=settings.cors_origins)
     return app

@@ -6,12 +6,13 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import platformdirs
 from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from api.cors import parse_origins
 from encoder.registry import DEFAULT_CLIP_MODEL, MOBILENET_DIM, clip_spec
 
 MAX_EMBED_LANES = 32
@@ -90,6 +91,17 @@ class Settings(BaseSettings):
     """Retries (with exponential back-off) for 5xx answers and timeouts."""
     allow_private_urls: bool = False
     """Let ``image_url`` fetches reach loopback/private addresses (tests, trusted LANs)."""
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
+    """``LOOKALIKE_CORS_ORIGINS``: comma-separated exact origins (``https://shop.example``) whose
+    pages may call the public read endpoints from the browser (the storefront widget); none by
+    default. Admin and write endpoints never answer cross-origin (api.cors)."""
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _cors_origins(cls, value: object) -> tuple[str, ...]:
+        # Exact origins, normalised to what browsers send in ``Origin``; "*" and paths are refused.
+        return parse_origins(value)
+
     fetch_deadline_s: float = Field(default=20.0, gt=0)
     """Total time for one image download, redirects, retries and back-off included."""
     fetch_concurrency: int = Field(default=8, ge=1)

@@ -1,0 +1,115 @@
+// The widget's words in the languages of the shops it started with. A shop picks one with the
+// element's `lang` attribute (or its page's lang); anything else falls back to English.
+
+const en = {
+  button: "Search by photo",
+  title: "Search by photo",
+  close: "Close",
+  drop: "Drop a photo here or paste one",
+  pick: "Choose a photo",
+  camera: "Take a photo",
+  remove: "Remove photo",
+  photo: "Your photo",
+  cropHint: "Drag a box around the item you mean.",
+  cropLabel: "Crop box. Drag it, or use the arrow keys to move it and Shift + arrow keys to resize it.",
+  words: "Add words (optional)",
+  wordsPlaceholder: "e.g. red, linen",
+  search: "Search",
+  results: "Results",
+  count: (n) => (n === 1 ? "1 result" : `${n} results`),
+  none: "No matching products. Try another photo or fewer words.",
+  more: "Show more",
+  similar: "More like this",
+  similarLabel: (name) => `More like ${name}`,
+  similarTo: (name) => `Similar to ${name}`,
+  back: "Back to your search",
+  searching: "Searching…",
+  fallbackImage: "Showing visually similar items.",
+  fallbackText: "Showing items that match your words.",
+  notImage: "That file isn't an image. Try a JPEG, PNG or WebP photo.",
+  tooLarge: (limit) => `That photo is too large. Please use one under ${limit}.`,
+  badImage: "That image can't be read. Try another photo.",
+  unreachable: "Can't reach the search service. Check your connection and try again.",
+  unavailable: "Search is temporarily unavailable. Please try again in a moment.",
+  failed: "Something went wrong. Please try again.",
+  retry: "Try again",
+};
+
+const fr = {
+  button: "Rechercher par photo",
+  title: "Rechercher par photo",
+  close: "Fermer",
+  drop: "Déposez une photo ici ou collez-la",
+  pick: "Choisir une photo",
+  camera: "Prendre une photo",
+  remove: "Retirer la photo",
+  photo: "Votre photo",
+  cropHint: "Encadrez l'article que vous cherchez.",
+  cropLabel: "Cadre de recadrage. Faites-le glisser, ou déplacez-le avec les flèches et redimensionnez-le avec Maj + flèches.",
+  words: "Ajouter des mots (facultatif)",
+  wordsPlaceholder: "ex. rouge, lin",
+  search: "Rechercher",
+  results: "Résultats",
+  count: (n) => (n <= 1 ? `${n} résultat` : `${n} résultats`),
+  none: "Aucun produit ne correspond. Essayez une autre photo ou moins de mots.",
+  more: "Voir plus",
+  similar: "Articles similaires",
+  similarLabel: (name) => `Articles similaires à ${name}`,
+  similarTo: (name) => `Similaires à ${name}`,
+  back: "Retour à votre recherche",
+  searching: "Recherche…",
+  fallbackImage: "Articles visuellement proches.",
+  fallbackText: "Articles qui correspondent à vos mots.",
+  notImage: "Ce fichier n'est pas une image. Essayez une photo JPEG, PNG ou WebP.",
+  tooLarge: (limit) => `Cette photo est trop lourde. Utilisez-en une de moins de ${limit}.`,
+  badImage: "Cette image est illisible. Essayez une autre photo.",
+  unreachable: "Impossible de joindre le service de recherche. Vérifiez votre connexion et réessayez.",
+  unavailable: "La recherche est momentanément indisponible. Réessayez dans un instant.",
+  failed: "Une erreur est survenue. Veuillez réessayer.",
+  retry: "Réessayer",
+};
+
+const vi = {
+  button: "Tìm bằng hình ảnh",
+  title: "Tìm bằng hình ảnh",
+  close: "Đóng",
+  drop: "Thả ảnh vào đây hoặc dán ảnh",
+  pick: "Chọn ảnh",
+  camera: "Chụp ảnh",
+  remove: "Xóa ảnh",
+  photo: "Ảnh của bạn",
+  cropHint: "Kéo khung quanh sản phẩm bạn muốn tìm.",
+  cropLabel: "Khung cắt ảnh. Kéo khung, hoặc dùng phím mũi tên để di chuyển và Shift + mũi tên để đổi kích thước.",
+  words: "Thêm từ khóa (không bắt buộc)",
+  wordsPlaceholder: "ví dụ: đỏ, vải lanh",
+  search: "Tìm kiếm",
+  results: "Kết quả",
+  count: (n) => `${n} kết quả`,
+  none: "Không tìm thấy sản phẩm phù hợp. Hãy thử ảnh khác hoặc bớt từ khóa.",
+  more: "Xem thêm",
+  similar: "Sản phẩm tương tự",
+  similarLabel: (name) => `Sản phẩm tương tự ${name}`,
+  similarTo: (name) => `Tương tự ${name}`,
+  back: "Quay lại tìm kiếm",
+  searching: "Đang tìm…",
+  fallbackImage: "Đang hiển thị các sản phẩm có hình ảnh tương tự.",
+  fallbackText: "Đang hiển thị các sản phẩm khớp với từ khóa.",
+  notImage: "Tệp này không phải là ảnh. Hãy thử ảnh JPEG, PNG hoặc WebP.",
+  tooLarge: (limit) => `Ảnh quá lớn. Hãy dùng ảnh nhỏ hơn ${limit}.`,
+  badImage: "Không đọc được ảnh này. Hãy thử ảnh khác.",
+  unreachable: "Không thể kết nối tới dịch vụ tìm kiếm. Hãy kiểm tra kết nối và thử lại.",
+  unavailable: "Tìm kiếm tạm thời không khả dụng. Vui lòng thử lại sau.",
+  failed: "Đã có lỗi xảy ra. Vui lòng thử lại.",
+  retry: "Thử lại",
+};
+
+export const LABELS = { en, fr, vi };
+
+/** The first supported language among the candidates ("fr-CA" counts as "fr"), else English. */
+export function pickLanguage(...candidates) {
+  for (const candidate of candidates) {
+    const code = String(candidate || "").toLowerCase().split(/[-_]/)[0];
+    if (code in LABELS) return code;
+  }
+  return "en";
+}
