@@ -1,6 +1,11 @@
 """Every error leaves the API as ``{"error": {"code", "message"}}`` with a 4xx (or 503) status.
 
 Handlers translate the typed errors of the layers below, so routes never build error bodies.
+:class:`ExceptionBoundary` is the last resort around them: a request path that can name nothing
+is refused before routing, and an exception no handler knows becomes a JSON 500 *that keeps the
+connection open*. (Starlette's own last resort re-raises after answering, and uvicorn then drops the
+keep-alive connection without ``Connection: close``, so a pooling client's next request on it
+failed with ECONNRESET.) The goal is that it never fires: each cause found so far has a typed 4xx.
 """
 
 from __future__ import annotations
@@ -13,8 +18,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import DatabaseUnavailableError, RequestError
+from api.input_checks import path_problem
 from api.services.fetch import FetchError
 from api.services.search import NothingCanServeError
 from encoder.errors import EncoderUnavailableError, InvalidImageError
@@ -23,6 +31,8 @@ log = logging.getLogger(__name__)
 
 
 def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    # Messages may quote client input; an unpaired surrogate in it would make the JSON encoder fail.
+    message = message.encode("utf-8", "backslashreplace").decode("utf-8")
     return {"error": {"code": code, "message": message, **extra}}
 
 
@@ -40,6 +50,18 @@ def _validation_message(exc: RequestValidationError | ValidationError) -> str:
         parts.append(f"{location}: {message}" if location else message)
     return "; ".join(parts) or "invalid request"
 
+
+HTTP_ERROR_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+}
+"""Codes for the errors Starlette raises itself (routing, body parsing)."""
 
 IMAGE_ERROR_STATUS = {"image_too_large": 413}
 FETCH_ERROR_STATUS = {"url_forbidden": 400, "url_invalid": 400, "image_too_big": 413}
@@ -60,11 +82,14 @@ def install_error_handlers(app: FastAPI) -> None:
         return _respond(422, "invalid_request", _validation_message(exc))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}.get(
-            exc.status_code, "http_error"
-        )
-        return _respond(exc.status_code, code, str(exc.detail))
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = HTTP_ERROR_CODES.get(exc.status_code, "http_error")
+        response = _respond(exc.status_code, code, str(exc.detail))
+        if exc.headers:
+            response.headers.update(exc.headers)
+        if exc.status_code == 405:
+            response.headers["Allow"] = allowed_methods(request)
+        return response
 
     @app.exception_handler(InvalidImageError)
     async def _bad_image(_: Request, exc: InvalidImageError) -> JSONResponse:
@@ -84,9 +109,61 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DatabaseUnavailableError)
     async def _no_database(_: Request, exc: DatabaseUnavailableError) -> JSONResponse:
-        return _respond(503, "database_unavailable", str(exc))
+        # Logged once per outage by api.db.engine.Availability, never here per request.
+        response = _respond(503, "database_unavailable", str(exc))
+        response.headers["Retry-After"] = str(getattr(exc, "retry_after_s", 5))
+        return response
 
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error")
-        return _respond(500, "internal_error", "an unexpected error occurred; it has been logged")
+    app.add_middleware(ExceptionBoundary)
+
+
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path (RFC 9110 requires ``Allow`` on a 405).
+
+    Starlette's own header names only the first route that matched the path, so
+    ``POST /api/v1/products/{sku}`` would have claimed only GET although PATCH and DELETE exist.
+    Each method is tried against the router (FastAPI nests included routers, so the routes
+    cannot simply be listed).
+    """
+    routes = request.app.router.routes
+    allowed = [
+        method
+        for method in HTTP_METHODS
+        if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)
+    ]
+    return ", ".join(allowed)
+
+
+class ExceptionBoundary:
+    """Pure ASGI middleware: the edge checks every request gets, and the last-resort 500."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        problem = path_problem(scope.get("path", ""))
+        if problem is not None:
+            await _respond(*problem)(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
+            if started:
+                raise  # half an answer is out; the connection cannot be saved
+            response = _respond(500, "internal_error", "an unexpected error occurred; it has been logged")
+            await response(scope, receive, send)

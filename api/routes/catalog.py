@@ -10,6 +10,7 @@ from fastapi.responses import FileResponse
 from api.db.products import categories
 from api.db.stats import embedding_stats
 from api.errors import RequestError
+from api.input_checks import resolve_under
 from api.routes.auth import require_admin
 from api.services.ingest.worker import embedding_worker_stats
 from api.state import AppState, app_state
@@ -46,8 +47,7 @@ def stats(request: Request, state: AppState = Depends(app_state)) -> dict[str, A
 @router.get("/api/v1/images/{path:path}", include_in_schema=True)
 def product_image(path: str, state: AppState = Depends(app_state)) -> FileResponse:
     """Serve a product image stored under the media dir (uploads and relative image paths)."""
-    root = state.settings.media_dir.resolve()
-    file = (root / path).resolve()
-    if not file.is_relative_to(root) or not file.is_file():
+    file = resolve_under(state.settings.media_dir, path)  # None also for NUL or over-long names
+    if file is None:
         raise RequestError(404, "image_not_found", f"no image at {path!r}")
     return FileResponse(file, headers={"Cache-Control": "public, max-age=86400"})

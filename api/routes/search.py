@@ -9,10 +9,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import AfterValidator, ValidationError
 
 from api.db.search import Filters, Page
 from api.errors import RequestError
+from api.input_checks import check_text
 from api.schemas import CropBox, SearchFilters, SearchRequest, SearchResponse
 from api.services.image_input import crop_image, decode_base64_image, image_from_url, read_upload
 from api.services.search import SearchQuery, SearchResult
@@ -96,7 +97,7 @@ def _form_crop(crop: str | None) -> CropBox | None:
 @router.post("/api/v1/search/image", response_model=SearchResponse)
 async def search_image(
     file: Annotated[UploadFile, File(description="the query image")],
-    text: Annotated[str | None, Form(max_length=512)] = None,
+    text: Annotated[str | None, Form(max_length=512), AfterValidator(check_text)] = None,
     alpha: Annotated[float, Form(ge=0, le=1)] = 0.5,
     top_k: Annotated[int, Form(ge=1, le=100)] = 12,
     offset: Annotated[int, Form(ge=0, le=10_000)] = 0,

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import FileResponse
 
 from api.errors import RequestError
+from api.input_checks import resolve_under
 from api.state import AppState, app_state
 
 WEB_ROOT = Path(__file__).resolve().parents[1] / "web"
@@ -42,8 +43,8 @@ def ui_config(state: AppState = Depends(app_state)) -> dict[str, Any]:
 
 @router.get("/ui/{path:path}")
 def asset(path: str) -> FileResponse:
-    file = (WEB_ROOT / path).resolve()
-    if not file.is_relative_to(WEB_ROOT) or not file.is_file() or file.suffix == ".html":
+    file = resolve_under(WEB_ROOT, path)  # None for names no file system holds, not ENAMETOOLONG
+    if file is None or file.suffix == ".html":
         raise RequestError(404, "not_found", f"no asset at {path!r}")
     media_type = "text/javascript; charset=utf-8" if file.suffix == ".js" else None
     return FileResponse(file, media_type=media_type, headers=NO_CACHE)

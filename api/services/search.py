@@ -281,7 +281,9 @@ class SearchService:
         return self._cached_vector(self._key("emb", model_id, "img", image.sha), compute)
 
     def _text_vector(self, encoder: Any, model_id: str, text: str) -> np.ndarray:
-        key = self._key("emb", model_id, "txt", hashlib.sha256(text.encode()).hexdigest())
+        key = self._key(
+            "emb", model_id, "txt", hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+        )
         return self._cached_vector(key, lambda: encoder.encode_texts([text])[0])
 
     def _cached_vector(self, key: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
@@ -307,7 +309,7 @@ class SearchService:
             mode.value,
             model_id,
             image_sha,
-            hashlib.sha256((text or "").encode()).hexdigest(),
+            hashlib.sha256((text or "").encode("utf-8", "surrogatepass")).hexdigest(),
             query.alpha if mode is Mode.HYBRID else None,
             json.dumps(_filters_key(query.filters)),
             query.page.top_k,
@@ -318,7 +320,10 @@ class SearchService:
         )
 
     def _key(self, *parts: object) -> str:
-        digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()
+        # surrogatepass: a key must exist for any str (an unpaired surrogate made this a 500).
+        digest = hashlib.sha256(
+            "\x1f".join(str(p) for p in parts).encode("utf-8", "surrogatepass")
+        ).hexdigest()
         return f"{CACHE_PREFIX}:{parts[0]}:{digest}"
 
 
