@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 from api.db import migrate
 from api.db.engine import Database
-from api.errors import LookalikeError
+from api.errors import CatalogConfigError, LookalikeError
 from api.settings import MAX_EMBED_LANES, Settings, get_settings
 from encoder.errors import EncoderError
 
@@ -220,10 +220,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ingest.set_defaults(handler=_ingest)
 
+    from encoder.registry import describe_models
+
     reembed = commands.add_parser(
-        "reembed", help="switch the CLIP model: resize the vector column if needed, mark vectors stale"
+        "reembed",
+        help="switch the CLIP model: resize the vector column if needed, mark vectors stale",
+        description="Known models (docs/models.md compares their languages and CPU cost):\n"
+        + describe_models(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    reembed.add_argument("--model", required=True, help="a CLIP model name, e.g. ViT-L-14__openai")
+    reembed.add_argument(
+        "--model", required=True, help="a CLIP model name, e.g. xlm-roberta-base-ViT-B-32__laion5b_s13b_b90k"
+    )
     reembed.set_defaults(handler=_reembed)
     return parser
 
@@ -244,6 +252,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace, Settings], None] = args.handler
     try:
         handler(args, get_settings())
+    except CatalogConfigError as exc:  # a setting that does not fit the table: a usage error
+        print(f"lookalike: error: {exc}", file=sys.stderr)
+        return 2
     except (LookalikeError, EncoderError) as exc:
         print(f"lookalike: error: {exc}", file=sys.stderr)
         return 1

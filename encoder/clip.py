@@ -16,7 +16,7 @@ from encoder.clip_weights import ResolvedWeights, _hf_cached, resolve_weights, t
 from encoder.devices import configure_cpu_threads, gpu_mode_for, resolve_device
 from encoder.errors import EncoderUnavailableError
 from encoder.inference import ForwardQueue, encode_in_batches, pass_rows
-from encoder.registry import ClipModelSpec, clip_spec
+from encoder.registry import ClipModelSpec, clip_spec, missing_requirements
 from encoder.tensor_transforms import ImageBatches
 
 if TYPE_CHECKING:
@@ -132,19 +132,25 @@ def load_clip_encoder(
     (tests run this mode on the CPU). ONNX runtimes are for CPUs and are not used with it.
     """
     spec = clip_spec(model_name)
+    missing = missing_requirements(spec)
+    if missing is not None:
+        # Before weights and building: random weights need the real tokenizer just the same.
+        raise EncoderUnavailableError(missing)
     resolved_device = resolve_device(device)
     if resolved_device == "cpu":
         configure_cpu_threads()
     if random_weights:
+        # Tokenizer first: a Hugging Face one may be undownloadable, and the model is the slow part.
+        tokenizer = _tokenizer(spec, weights_path)
         model, preprocess = _build_random(spec)
         source = "random"
         weights_key = f"random:seed={RANDOM_WEIGHTS_SEED}:{spec.arch}"
     else:
         resolved = resolve_weights(spec, weights_path, cache_dir)
+        tokenizer = _tokenizer(spec, weights_path)
         model, preprocess = _build_pretrained(spec, resolved, cache_dir)
         source = resolved.source
         weights_key = _weights_fingerprint(resolved, cache_dir)
-    tokenizer = _tokenizer(spec, weights_path)
     model = model.to(resolved_device).eval()
     gpu = gpu_mode_for(resolved_device, gpu_mode)
     base = ClipEncoder(
@@ -213,9 +219,12 @@ def _build_random(spec: ClipModelSpec) -> tuple[torch.nn.Module, Callable[..., t
     # fork_rng keeps the caller's global RNG stream untouched by our seeding.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_WEIGHTS_SEED)
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            spec.arch, pretrained=None, pretrained_text=False, **_transform_kwargs(spec)
-        )
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                spec.arch, pretrained=None, pretrained_text=False, **_transform_kwargs(spec)
+            )
+        except Exception as exc:  # e.g. an XLM-R text tower whose Hugging Face config is offline
+            raise EncoderUnavailableError(f"could not build {spec.arch} (random weights): {exc}") from exc
     return model, preprocess
 
 

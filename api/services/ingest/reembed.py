@@ -17,7 +17,7 @@ from api.db.clip_column import change_clip_dim, clip_column_dim
 from api.db.engine import Database
 from api.db.product_batches import count_products
 from api.errors import LookalikeError
-from encoder.registry import clip_spec
+from encoder.registry import clip_spec, missing_requirements
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,9 @@ class Reembed:
     old_dim: int | None
     new_dim: int
     rows: int
+
+    missing: str | None = None
+    """Why this process could not load the model (e.g. its tokenizer needs ``transformers``), or None."""
 
     @property
     def column_changed(self) -> bool:
@@ -38,8 +41,15 @@ class Reembed:
             if self.column_changed
             else f"image_embedding stays vector({self.new_dim})"
         )
+        warning = (
+            f"Warning: this machine cannot load {self.model} yet -- {self.missing}. Until it can, "
+            "CLIP stays unavailable and search runs in its fallback modes.\n"
+            if self.missing
+            else ""
+        )
         return (
             f"{change}.\n"
+            f"{warning}"
             f"Now set LOOKALIKE_CLIP_MODEL={self.model} and restart `lookalike serve` (its worker re-embeds "
             f"{self.rows} products), or run `LOOKALIKE_CLIP_MODEL={self.model} lookalike ingest --embed-only`.\n"
             "Until then search serves those products through the MobileNetV2 and full-text fallbacks."
@@ -59,4 +69,6 @@ def reembed(database: Database, model: str) -> Reembed:
         if old_dim != spec.dim:
             change_clip_dim(conn, catalog, spec.dim)
         rows = count_products(conn, catalog)
-    return Reembed(model=spec.name, old_dim=old_dim, new_dim=spec.dim, rows=rows)
+    return Reembed(
+        model=spec.name, old_dim=old_dim, new_dim=spec.dim, rows=rows, missing=missing_requirements(spec)
+    )
