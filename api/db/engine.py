@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, ProgrammingError
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import ExceptionContext, make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.db.embedded import embedded_database_url
@@ -84,6 +87,108 @@ def ensure_pgvector(conn: Connection, where: str) -> str:
     return str(target)
 
 
+RETRY_AFTER_S = 5
+"""What a 503 ``database_unavailable`` tells clients to wait: PostgreSQL restarts and fail-overs
+take seconds, and the pool reconnects on the first request after the server is back."""
+
+# SQLSTATEs that mean "the server or the connection is gone", not "this statement failed":
+# class 08 (connection exception), admin/crash shutdown, and "starting up / shutting down".
+_GONE_SQLSTATES = ("57P01", "57P02", "57P03")
+
+
+class DatabaseOutageError(DatabaseUnavailableError):
+    """PostgreSQL went away (or never answered) while serving: a 503 with ``Retry-After``."""
+
+    def __init__(self, message: str, retry_after_s: int = RETRY_AFTER_S) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+def is_connection_failure(ctx: ExceptionContext) -> bool:
+    """Whether a DBAPI error means the server is unreachable, as opposed to a bad statement.
+
+    Connect failures arrive without a connection; a server that dies mid-query shows up as a
+    disconnect (SQLAlchemy's ``is_disconnect``) or as an admin/crash-shutdown SQLSTATE. A
+    statement timeout (57014) or a constraint violation stays what it is.
+    """
+    if ctx.is_pre_ping:  # the pool pings, fails, and reconnects by itself: not our business
+        return False
+    error = ctx.sqlalchemy_exception
+    if not isinstance(error, OperationalError | InterfaceError):
+        return False
+    if ctx.is_disconnect or ctx.connection is None:
+        return True
+    sqlstate = getattr(ctx.original_exception, "sqlstate", None) or ""
+    return sqlstate.startswith("08") or sqlstate in _GONE_SQLSTATES
+
+
+class Availability:
+    """Up/down state of one database, so an outage is logged twice (gone, back), not per request.
+
+    Every request during an outage fails the same way; logging each one (with a traceback)
+    wrote 78 MB during a 30 s outage (issue 14). State changes are what an operator needs.
+    """
+
+    def __init__(self, name: str, logger: logging.Logger = log) -> None:
+        self.name = name
+        self.log = logger
+        self._lock = threading.Lock()
+        self.down_since: float | None = None
+        self.last_error: str | None = None
+        self.outages = 0
+
+    @property
+    def up(self) -> bool:
+        return self.down_since is None
+
+    def failed(self, reason: str) -> None:
+        with self._lock:
+            self.last_error = reason
+            if self.down_since is not None:
+                return
+            self.down_since = time.monotonic()
+            self.outages += 1
+        self.log.warning("%s is unavailable: %s; answering 503 until it is back", self.name, reason)
+
+    def succeeded(self) -> None:
+        if self.down_since is None:  # the common case: no lock taken
+            return
+        with self._lock:
+            if self.down_since is None:
+                return
+            down_for = time.monotonic() - self.down_since
+            self.down_since = None
+        self.log.warning("%s is back after %.1fs", self.name, down_for)
+
+
+def _first_line(error: BaseException | None) -> str:
+    text_ = str(error).strip() if error is not None else ""
+    return text_.splitlines()[0] if text_ else type(error).__name__
+
+
+def map_unavailability(engine: Engine, availability: Availability, display_url: str) -> None:
+    """Turn every connection failure on this engine into a DatabaseOutageError (-> 503).
+
+    Done with SQLAlchemy's ``handle_error`` hook rather than in ``Database.connect``/``read``
+    so that ``engine.connect()`` and ``engine.begin()`` users, and failures in the middle of
+    a query, are covered too; the pool's ``connect`` event says when the server is back.
+    """
+
+    @event.listens_for(engine, "handle_error")
+    def _outage(ctx: ExceptionContext) -> None:
+        if not is_connection_failure(ctx):
+            return
+        reason = _first_line(ctx.original_exception)
+        availability.failed(reason)
+        if ctx.connection is None:
+            raise DatabaseOutageError(f"cannot connect to PostgreSQL at {display_url}: {reason}")
+        raise DatabaseOutageError(f"lost the connection to PostgreSQL at {display_url}: {reason}")
+
+    @event.listens_for(engine, "connect")
+    def _connected(*_: Any) -> None:
+        availability.succeeded()
+
+
 class Database:
     """Owns the engine and the session factory; one per process (API, CLI command, test session)."""
 
@@ -103,10 +208,15 @@ class Database:
         except Exception as exc:  # malformed URL, unknown driver
             raise DatabaseUnavailableError(f"DATABASE_URL is not a usable PostgreSQL URL ({exc})") from exc
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.availability = Availability(f"PostgreSQL at {self.display_url}")
+        map_unavailability(self.engine, self.availability, self.display_url)
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
-        """A connection whose failure to open becomes a DatabaseUnavailableError with the reason."""
+        """A connection whose failure to open becomes a DatabaseUnavailableError with the reason.
+
+        (Every connection of this engine maps failures the same way, see ``map_unavailability``;
+        the message here is the one the CLI prints.)"""
         try:
             conn = self.engine.connect()
         except DBAPIError as exc:
@@ -115,6 +225,13 @@ class Database:
                 f"cannot connect to PostgreSQL at {self.display_url}: {reason}"
             ) from exc
         with conn:
+            yield conn
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """A connection in a transaction, committed on success: ``engine.begin()`` with the same
+        unavailability mapping as every other way in."""
+        with self.engine.begin() as conn:
             yield conn
 
     @contextmanager
