@@ -122,6 +122,45 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> None:
         database.dispose()
 
 
+def _duplicates(args: argparse.Namespace, settings: Settings) -> None:
+    import json
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from api.db.catalog import Catalog
+    from api.services.duplicates import DuplicateQuery, find_duplicates
+
+    query = DuplicateQuery(
+        threshold=args.threshold, category=args.category, vectors=args.vectors, neighbours=args.neighbours
+    )
+    query.check()
+    with (
+        _database(settings) as database,
+        tqdm(unit="product", desc="duplicates", disable=args.no_progress or None, file=sys.stderr) as bar,
+    ):
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        report = find_duplicates(
+            database, Catalog.from_settings(settings), settings, query, progress=progress
+        )
+    rendered = (
+        report.to_csv() if args.format == "csv" else json.dumps(report.as_dict(), indent=2, default=str)
+    )
+    if args.output:
+        Path(args.output).write_text(rendered)
+    else:
+        sys.stdout.write(rendered if rendered.endswith("\n") else rendered + "\n")
+    print(
+        f"{len(report.clusters)} clusters, {report.duplicate_products} products, of {report.products_checked} "
+        f"checked with {report.vectors} vectors (threshold {report.threshold}) in {report.elapsed_s:.1f} s",
+        file=sys.stderr,
+    )
+
+
 def _reembed(args: argparse.Namespace, settings: Settings) -> None:
     from api.services.ingest.reembed import reembed
 
@@ -233,6 +272,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", required=True, help="a CLIP model name, e.g. xlm-roberta-base-ViT-B-32__laion5b_s13b_b90k"
     )
     reembed.set_defaults(handler=_reembed)
+
+    duplicates = commands.add_parser(
+        "duplicates",
+        help="list clusters of products whose photos are near-identical (re-uploads, resized, recompressed, cropped)",
+    )
+    duplicates.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="cosine distance under which two photos count as the same (default: 0.1 for mobilenet, 0.01 for clip)",
+    )
+    duplicates.add_argument("--category", default=None, help="only look within this category")
+    duplicates.add_argument(
+        "--vectors",
+        choices=["mobilenet", "clip"],
+        default="mobilenet",
+        help="which stored vectors to compare",
+    )
+    duplicates.add_argument(
+        "--neighbours", type=int, default=10, help="neighbours asked of the index per product (default 10)"
+    )
+    duplicates.add_argument("--format", choices=["csv", "json"], default="csv")
+    duplicates.add_argument("--output", "-o", default=None, help="write the report here instead of stdout")
+    duplicates.add_argument("--no-progress", action="store_true", help="no progress bar")
+    duplicates.set_defaults(handler=_duplicates)
     return parser
 
 

@@ -9,6 +9,11 @@ class DatabaseUnavailableError(LookalikeError):
     """The database cannot be reached, or lacks what Lookalike needs (pgvector >= 0.8)."""
 
 
+class CatalogConfigError(LookalikeError):
+    """A catalog mapping setting (``LOOKALIKE_FIELD_*``, ``LOOKALIKE_VISIBLE_WHERE``, the table or
+    its key) does not fit the live table; the message names the setting and the database's reason."""
+
+
 class RequestError(Exception):
     """Bad input from a client: becomes a 4xx ``{"error": {"code", "message"}}`` response."""
 

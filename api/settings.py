@@ -16,6 +16,8 @@ from api.cors import parse_origins
 from encoder.registry import DEFAULT_CLIP_MODEL, MOBILENET_DIM, clip_spec
 
 MAX_EMBED_LANES = 32
+CATALOG_FIELDS = ("sku", "name", "description", "category", "price", "currency", "attributes", "image_url", "url")
+"""Every field Lookalike reads from a product row; each can be mapped with ``LOOKALIKE_FIELD_<FIELD>``."""
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
@@ -33,6 +35,25 @@ class Settings(BaseSettings):
     """Where the embedded database (and other local state) lives; kept across restarts."""
     products_table: str = "products"
     """The catalog table. Point it at a shop's existing table to attach to it."""
+    key_column: str = "id"
+    """The catalog table's key (primary key or unique): integer, text or uuid, returned as it is."""
+    field_sku: str | None = None
+    """``LOOKALIKE_FIELD_<FIELD>``: a column of the shop's table or an SQL expression over its row
+    (e.g. a scalar subquery into the shop's category or media table). Setting any of them attaches
+    to a shop-owned table: Lookalike reads these fields and never writes them (api.db.catalog)."""
+    field_name: str | None = None
+    field_description: str | None = None
+    field_category: str | None = None
+    field_price: str | None = None
+    field_currency: str | None = None
+    field_attributes: str | None = None
+    field_image_url: str | None = None
+    field_url: str | None = None
+    visible_where: str | None = None
+    """An SQL predicate over the row that every shopper-facing read applies (drafts, soft deletes)."""
+    text_language: str = "english"
+    """The PostgreSQL text-search configuration for full-text matching (``english``, ``french``,
+    ``simple``, ...); accents are ignored where the server has ``unaccent``."""
     db_schema: str = "public"
     db_pool_size: int = 10
     prewarm: bool = True
@@ -85,23 +106,15 @@ class Settings(BaseSettings):
     max_image_pixels: int = 40_000_000
     image_root: Path | None = None
     """Folder that relative ``image_url`` paths resolve against (default ``<data_dir>/media``)."""
+    image_base_url: str | None = None
+    """When set, relative ``image_url`` paths are fetched from this URL prefix instead of
+    ``image_root`` (shops whose media are served over HTTP)."""
     fetch_timeout_s: float = 10.0
     """Read timeout for one image download (connect timeout is a third of it, at most 3 s)."""
     fetch_retries: int = 2
     """Retries (with exponential back-off) for 5xx answers and timeouts."""
     allow_private_urls: bool = False
     """Let ``image_url`` fetches reach loopback/private addresses (tests, trusted LANs)."""
-    cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
-    """``LOOKALIKE_CORS_ORIGINS``: comma-separated exact origins (``https://shop.example``) whose
-    pages may call the public read endpoints from the browser (the storefront widget); none by
-    default. Admin and write endpoints never answer cross-origin (api.cors)."""
-
-    @field_validator("cors_origins", mode="before")
-    @classmethod
-    def _cors_origins(cls, value: object) -> tuple[str, ...]:
-        # Exact origins, normalised to what browsers send in ``Origin``; "*" and paths are refused.
-        return parse_origins(value)
-
     fetch_deadline_s: float = Field(default=20.0, gt=0)
     """Total time for one image download, redirects, retries and back-off included."""
     fetch_concurrency: int = Field(default=8, ge=1)
@@ -114,6 +127,40 @@ class Settings(BaseSettings):
     max_request_bytes: int | None = Field(default=None, ge=1024)
     """Largest request body, counted while it is read. Unset: room for ``max_upload_bytes`` as
     base64 in JSON (4/3) plus 1 MiB of other fields."""
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
+    """``LOOKALIKE_CORS_ORIGINS``: comma-separated exact origins (``https://shop.example``) whose
+    pages may call the public read endpoints from the browser (the storefront widget); none by
+    default. Admin and write endpoints never answer cross-origin (api.cors)."""
+
+
+    # --- operations (issue 17) ----------------------------------------------------------------
+    log_format: Literal["text", "json"] = "text"
+    """``json``: one JSON object per log line, with the request id (also sent back in the
+    ``X-Request-ID`` response header) on every line a request causes (api.observability.logs)."""
+    workers: int = Field(default=1, ge=1, le=64)
+    """API processes ``lookalike serve`` runs on one port (``--workers``); they share the database,
+    Redis, the embedding queue and, through ``PROMETHEUS_MULTIPROC_DIR``, the metrics."""
+    database_replica_urls: Annotated[tuple[str, ...], NoDecode] = ()
+    """``LOOKALIKE_DATABASE_REPLICA_URLS``: comma-separated read replicas (streaming standbys of
+    the primary). Shopper reads (search, similar, product reads, categories) go to them in turn;
+    everything else stays on the primary (api.db.replicas)."""
+    replica_max_lag_s: float = Field(default=10.0, gt=0)
+    """A replica further behind than this is skipped until it catches up."""
+    replica_circuit_reset_s: float = Field(default=5.0, gt=0)
+    """How long a replica that failed is skipped before one read probes it again."""
+
+    @field_validator("database_replica_urls", mode="before")
+    @classmethod
+    def _comma_separated_urls(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _cors_origins(cls, value: object) -> tuple[str, ...]:
+        # Exact origins, normalised to what browsers send in ``Origin``; "*" and paths are refused.
+        return parse_origins(value)
 
     @field_validator(
         "database_url",
@@ -122,6 +169,17 @@ class Settings(BaseSettings):
         "encoder_url",
         "admin_token",
         "image_root",
+        "image_base_url",
+        "visible_where",
+        "field_sku",
+        "field_name",
+        "field_description",
+        "field_category",
+        "field_price",
+        "field_currency",
+        "field_attributes",
+        "field_image_url",
+        "field_url",
         mode="before",
     )
     @classmethod
@@ -129,7 +187,7 @@ class Settings(BaseSettings):
         # Compose files and .env templates write `VAR=` for "not set"; treat that as unset, not as "".
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("products_table", "db_schema")
+    @field_validator("products_table", "db_schema", "key_column", "text_language")
     @classmethod
     def _sql_identifier(cls, value: str) -> str:
         # The table name is spliced into DDL and queries, so only plain identifiers pass.
@@ -142,6 +200,15 @@ class Settings(BaseSettings):
     def _known_clip_model(cls, value: str) -> str:
         clip_spec(value)
         return value
+
+    @property
+    def field_mapping(self) -> dict[str, str]:
+        """The catalog fields the shop mapped (``LOOKALIKE_FIELD_*``), by field name."""
+        return {
+            name: value
+            for name in CATALOG_FIELDS
+            if (value := getattr(self, f"field_{name}")) is not None
+        }
 
     @property
     def media_dir(self) -> Path:

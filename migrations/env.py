@@ -10,6 +10,8 @@ from alembic import context
 from sqlalchemy import Connection, text
 
 from api.db.catalog import Catalog
+from api.db.catalog_check import check_catalog
+from api.db.catalog_objects import sync
 from api.db.engine import Database, ensure_pgvector
 from api.db.migrate import VERSION_TABLE
 from api.settings import Settings, get_settings
@@ -21,8 +23,11 @@ config = context.config
 
 
 def run(connection: Connection, settings: Settings) -> None:
-    config.attributes["catalog"] = Catalog.from_settings(settings)
+    catalog = Catalog.from_settings(settings)
+    config.attributes["catalog"] = catalog
     ensure_pgvector(connection, "the configured database")
+    # A mapping that does not fit the live table stops here, before any DDL, in one line.
+    check_catalog(connection, catalog)
     connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
     try:
         context.configure(
@@ -33,6 +38,10 @@ def run(connection: Connection, settings: Settings) -> None:
         )
         with context.begin_transaction():
             context.run_migrations()
+        if config.attributes.get("sync_catalog_objects", context.get_revision_argument() == "head"):
+            # Still under the migration lock: two processes starting at once rebuild nothing twice.
+            sync(connection, catalog)
+            connection.commit()
     finally:
         connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK_KEY})
         connection.commit()

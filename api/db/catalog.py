@@ -1,19 +1,32 @@
-"""Names and shape of the catalog table: the one place that knows which columns Lookalike owns.
+"""Names and shape of the catalog table: the one place that knows where each product field lives.
 
-The table name is a setting because Lookalike attaches to a shop's existing products table;
-migrations, search SQL and ingestion all take their identifiers from :class:`Catalog`.
+Lookalike runs on its own ``products`` table, or attaches to a shop's table as it is. Attached,
+every catalog field (``sku``, ``name``, ``price``, ``image_url``, ...) is read from a column of the
+shop's table or from an SQL expression over its row (``LOOKALIKE_FIELD_<FIELD>``), the key is
+whatever type the shop uses, and a visibility predicate (``LOOKALIKE_VISIBLE_WHERE``) hides
+drafts and soft-deleted rows from shoppers. Only derived search data (vectors, their bookkeeping,
+the full-text vector) is ever added to such a table; the shop's own columns are only read.
+
+Migrations, search SQL, the embedding queue and product reads all take their SQL from here.
+Mapped fields and the predicate are SQL written by the operator, like a view definition: they
+are spliced into statements as written (never user input), and checked against the live table
+at start-up (:mod:`api.db.catalog_check`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import cached_property
 from typing import Any
+from uuid import UUID
 
 from pgvector.sqlalchemy import Vector
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     ColumnElement,
     DateTime,
@@ -21,19 +34,55 @@ from sqlalchemy import (
     Numeric,
     Table,
     Text,
-    func,
     literal_column,
 )
 from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
+from sqlalchemy.types import NullType, TypeEngine
 
-from api.settings import Settings
+from api.settings import CATALOG_FIELDS, Settings
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+FIELD_SQL_TYPES = {"price": "numeric", "attributes": "jsonb"}
+"""SQL type each field is read as (others: text), so any shop column type reads the same way."""
+TEXT_FIELDS = ("name", "category", "description")
+"""The fields full-text search matches, weighted A, B, C (a hit in the name counts most)."""
+DERIVED_COLUMNS = (
+    "image_embedding",
+    "image_model",
+    "fallback_embedding",
+    "fallback_model",
+    "image_sha256",
+    "embedded_at",
+    "embed_error",
+    "embed_source",
+    "search_tsv",
+)
+"""What Lookalike adds to any catalog table, its own or a shop's: all of it can be recomputed."""
+
+
+def _type_of(name: str) -> TypeEngine[Any]:
+    if name == "price":
+        return Numeric(12, 2)
+    if name == "attributes":
+        return JSONB()
+    return Text()
+
+
+def plain_key(value: Any) -> int | str:
+    """A key as the API returns it: integers stay integers, uuids and everything else are strings."""
+    if isinstance(value, int | str):
+        return value
+    if isinstance(value, UUID):
+        return str(value)
+    return str(value)
 
 
 @dataclass(frozen=True)
 class Listing:
     """A product as a shopper sees it: the row shape of :meth:`Catalog.listing_columns`."""
 
-    id: int
+    id: int | str
     sku: str
     name: str | None
     description: str | None
@@ -42,6 +91,11 @@ class Listing:
     currency: str | None
     attributes: dict[str, Any]
     image_url: str | None
+    url: str | None
+
+    def __post_init__(self) -> None:
+        # Keys of any type reach the API as plain JSON values (a uuid becomes its string).
+        object.__setattr__(self, "id", plain_key(self.id))
 
 
 @dataclass(frozen=True)
@@ -50,11 +104,26 @@ class Catalog:
     schema: str
     clip_dim: int
     fallback_dim: int
+    mapping: tuple[tuple[str, str], ...] = ()
+    """(field, column or SQL expression) for each mapped field; empty for Lookalike's own table."""
+    key: str = "id"
+    visible_where: str | None = None
+    text_language: str = "english"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Catalog:
-        return cls(settings.products_table, settings.db_schema, settings.clip_dim, settings.fallback_dim)
+        return cls(
+            settings.products_table,
+            settings.db_schema,
+            settings.clip_dim,
+            settings.fallback_dim,
+            tuple(sorted(settings.field_mapping.items())),
+            settings.key_column,
+            settings.visible_where,
+            settings.text_language,
+        )
 
+    # --- names ---------------------------------------------------------------------------
     @property
     def qualified(self) -> str:
         """Quoted ``schema.table`` for hand-written SQL (identifiers are validated by Settings)."""
@@ -63,6 +132,10 @@ class Catalog:
     def index(self, suffix: str) -> str:
         """Index names are prefixed with the table name so two catalogs can share a schema."""
         return f"{self.table}_{suffix}"
+
+    def qualified_index(self, suffix: str) -> str:
+        """``"schema"."<table>_<suffix>"``, for DROP INDEX and friends."""
+        return f'"{self.schema}"."{self.index(suffix)}"'
 
     @property
     def image_index(self) -> str:
@@ -76,32 +149,169 @@ class Catalog:
     def embed_queue_index(self) -> str:
         return self.index("embed_queue_idx")
 
+    @property
+    def function_prefix(self) -> str:
+        """SQL functions keep their documented names for the ``products`` table; other tables get
+        theirs prefixed, so two catalogs in one schema do not overwrite each other's functions."""
+        return "" if self.table == "products" else f"{self.table}_"
+
+    # --- fields --------------------------------------------------------------------------
+    @property
+    def attached(self) -> bool:
+        """The shop owns the rows: fields are mapped onto its table and Lookalike never writes them."""
+        return bool(self.mapping)
+
+    @property
+    def mapped(self) -> dict[str, str]:
+        return dict(self.mapping)
+
+    def column_of(self, field: str) -> str | None:
+        """The shop column a field reads, when it is a plain column (indexable, usable in DDL)."""
+        if not self.attached:
+            return field if field != "url" else "url"
+        source = self.mapped.get(field)
+        if source is not None and _IDENTIFIER.match(source):
+            return source
+        return None
+
+    def field_sql(self, field: str) -> str:
+        """SQL for one field of the current row, typed as Lookalike reads it.
+
+        A plain column is qualified by the table name so the expression also reads right inside
+        subqueries; an expression is wrapped and cast. An unmapped field of an attached table
+        is NULL (attributes: an empty object): no column is added for it.
+        """
+        sql_type = FIELD_SQL_TYPES.get(field, "text")
+        column = self.column_of(field)
+        if column is not None:
+            ref = f'"{self.table}"."{column}"'
+            if not self.attached:
+                return ref
+            return f"CAST({ref} AS {sql_type})"
+        source = self.mapped.get(field)
+        if source is None:
+            return "'{}'::jsonb" if field == "attributes" else f"CAST(NULL AS {sql_type})"
+        return f"CAST(({source}) AS {sql_type})"
+
+    def field(self, field: str) -> ColumnElement[Any]:
+        """One field as an SQLAlchemy expression, for statements built with Core."""
+        if field not in CATALOG_FIELDS:
+            raise KeyError(field)
+        if not self.attached:
+            return self.sa_table.c[field]
+        return literal_column(self.field_sql(field), _type_of(field))
+
+    @property
+    def key_sql(self) -> str:
+        return f'"{self.table}"."{self.key}"'
+
+    @property
+    def key_column(self) -> ColumnElement[Any]:
+        return self.sa_table.c[self.key]
+
+    def visible(self) -> ColumnElement[bool] | None:
+        """The shop's visibility predicate, or None when every row is visible."""
+        if self.visible_where is None:
+            return None
+        return literal_column(f"({self.visible_where})", Boolean())
+
+    @property
+    def visible_sql(self) -> str:
+        """The visibility predicate as SQL text (``TRUE`` when none is set)."""
+        return f"({self.visible_where})" if self.visible_where else "TRUE"
+
     def listing_columns(self) -> list[ColumnElement[Any]]:
         """What a shopper sees of a product: the columns every search result and product read return."""
-        t = self.sa_table
-        return [
-            t.c.id, t.c.sku, t.c.name, t.c.description, t.c.category, t.c.price, t.c.currency,
-            func.coalesce(t.c.attributes, literal_column("'{}'::jsonb")).label("attributes"),
-            t.c.image_url,
-        ]  # fmt: skip
+        columns: list[ColumnElement[Any]] = [self.key_column.label("id")]
+        for name in CATALOG_FIELDS:
+            expression = self.field(name)
+            if name == "attributes":
+                expression = literal_column(f"coalesce({self.field_sql(name)}, '{{}}'::jsonb)", JSONB())
+            columns.append(expression.label(name))
+        return columns
+
+    # --- full text -----------------------------------------------------------------------
+    @property
+    def regconfig(self) -> str:
+        return f"'{self.text_language}'::regconfig"
+
+    @property
+    def unaccent_function(self) -> str:
+        """An IMMUTABLE wrapper over ``unaccent`` (or the identity where the server lacks it),
+        installed by the migrations: generated columns and indexes need an immutable function."""
+        return f'"{self.schema}".lookalike_unaccent'
+
+    def tsvector_sql(self, field_sql: dict[str, str] | None = None) -> str:
+        """The weighted document vector over the text fields, accent-folded, in the shop's language."""
+        sources = field_sql or {name: self.field_sql(name) for name in TEXT_FIELDS}
+        parts = [
+            f"setweight(to_tsvector({self.regconfig}, {self.unaccent_function}(coalesce({sources[name]}, ''))), '{weight}')"
+            for name, weight in zip(TEXT_FIELDS, "ABC", strict=True)
+        ]
+        return " || ".join(parts)
+
+    @property
+    def stored_tsvector(self) -> bool:
+        """True when every text field is a column (or absent), so the vector can be a generated,
+        GIN-indexed column; an expression field into another table is matched per row instead."""
+        return all(self.column_of(name) is not None or name not in self.mapped for name in TEXT_FIELDS) or (
+            not self.attached
+        )
+
+    def generated_tsvector_sql(self) -> str:
+        """The generated column's expression: unqualified column names, as DDL wants them."""
+        sources = {}
+        for name in TEXT_FIELDS:
+            column = self.column_of(name)
+            sources[name] = f'"{column}"::text' if column is not None else "NULL::text"
+        return self.tsvector_sql(sources)
+
+    def document(self) -> ColumnElement[Any]:
+        """What full-text queries match against: the indexed column, or the expression per row."""
+        if self.stored_tsvector:
+            return self.sa_table.c.search_tsv
+        return literal_column(f"({self.tsvector_sql()})", TSVECTOR())
+
+    def tsquery_sql(self, param: str) -> str:
+        return f"websearch_to_tsquery({self.regconfig}, {self.unaccent_function}({param}))"
+
+    # --- queue ---------------------------------------------------------------------------
+    @property
+    def image_source_sql(self) -> str:
+        """The image source of a row as the embedding queue compares it with ``embed_source``."""
+        return self.field_sql("image_url")
+
+    @property
+    def new_or_changed_sql(self) -> str:
+        """Rows whose image source is not the one last embedded: the queue's usual work."""
+        source = self.image_source_sql
+        return f"{source} IS NOT NULL AND embed_source IS DISTINCT FROM {source}"
+
+    @property
+    def queue_index_sql(self) -> str | None:
+        """The partial index that finds new and changed rows, when the image is a plain column
+        (an expression into another table cannot be indexed: claims then scan)."""
+        column = self.column_of("image_url")
+        if column is None:
+            return None
+        return (
+            f'CREATE INDEX IF NOT EXISTS "{self.embed_queue_index}" ON {self.qualified} ("{self.key}") '
+            f'WHERE "{column}" IS NOT NULL AND embed_source IS DISTINCT FROM "{column}"'
+        )
+
+    def signature(self, *parts: str) -> str:
+        """A short digest of the SQL an object was built from, kept in its COMMENT, so start-up can
+        tell when a changed mapping or language means it must be rebuilt."""
+        return "lookalike:" + hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
     @cached_property
     def sa_table(self) -> Table:
-        """A Core Table with the columns Lookalike reads and writes (a shop's extra columns are ignored)."""
-        return Table(
-            self.table,
-            MetaData(schema=self.schema),
-            Column("id", BigInteger, primary_key=True),
-            Column("sku", Text, nullable=False, unique=True),
-            Column("name", Text),
-            Column("description", Text),
-            Column("category", Text),
-            Column("price", Numeric(12, 2)),
-            Column("currency", Text),
-            Column("attributes", JSONB),
-            Column("image_url", Text),
-            Column("created_at", DateTime(timezone=True)),
-            Column("updated_at", DateTime(timezone=True)),
+        """A Core Table with the columns Lookalike reads and writes (a shop's extra columns are ignored).
+
+        Attached, only the key and the derived columns are real columns here; fields come from
+        :meth:`field`. The own table also has every catalog field, writable through the API.
+        """
+        derived = [
             Column("image_embedding", Vector(self.clip_dim)),
             Column("image_model", Text),
             Column("fallback_embedding", Vector(self.fallback_dim)),
@@ -111,4 +321,29 @@ class Catalog:
             Column("embed_error", Text),
             Column("embed_source", Text),
             Column("search_tsv", TSVECTOR),
+        ]
+        if self.attached:
+            # The shop's key keeps its own type: values are bound as they came from the database.
+            return Table(
+                self.table,
+                MetaData(schema=self.schema),
+                Column(self.key, NullType(), primary_key=True),
+                *derived,
+            )
+        return Table(
+            self.table,
+            MetaData(schema=self.schema),
+            Column(self.key, BigInteger, primary_key=True),
+            Column("sku", Text, nullable=False, unique=True),
+            Column("name", Text),
+            Column("description", Text),
+            Column("category", Text),
+            Column("price", Numeric(12, 2)),
+            Column("currency", Text),
+            Column("attributes", JSONB),
+            Column("image_url", Text),
+            Column("url", Text),
+            Column("created_at", DateTime(timezone=True)),
+            Column("updated_at", DateTime(timezone=True)),
+            *derived,
         )

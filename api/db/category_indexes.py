@@ -70,13 +70,17 @@ def index_name(catalog: Catalog, category: str) -> str:
 
 
 def wanted_categories(conn: Connection, catalog: Catalog, policy: CategoryIndexPolicy) -> list[str]:
-    """Categories that qualify, largest first."""
+    """Categories that qualify, largest first (none when the category is an expression into
+    another table: a partial index can only name the row's own columns)."""
+    column = catalog.column_of("category")
+    if column is None:
+        return []
     t = catalog.qualified
     rows = conn.execute(
         text(
-            f"SELECT category, count(*) AS n, sum(count(*)) OVER () AS total FROM {t} "
-            "WHERE category IS NOT NULL AND image_embedding IS NOT NULL "
-            "GROUP BY category ORDER BY n DESC, category"
+            f'SELECT "{column}"::text AS category, count(*) AS n, sum(count(*)) OVER () AS total FROM {t} '
+            f'WHERE "{column}" IS NOT NULL AND image_embedding IS NOT NULL '
+            "GROUP BY 1 ORDER BY n DESC, 1"
         )
     ).all()
     chosen = [c for c, n, total in rows if n >= policy.min_rows and n <= policy.max_share * float(total)]
@@ -109,7 +113,7 @@ def sync(database: Database, catalog: Catalog, policy: CategoryIndexPolicy) -> S
             log.info("building the HNSW index for category %r (%s)", category, name)
             conn.exec_driver_sql(
                 f'CREATE INDEX CONCURRENTLY IF NOT EXISTS "{name}" ON {catalog.qualified} '
-                f"USING hnsw (image_embedding vector_cosine_ops) WHERE category = {literal}".replace(
+                f'USING hnsw (image_embedding vector_cosine_ops) WHERE "{catalog.column_of("category")}" = {literal}'.replace(
                     "%", "%%"
                 )
             )

@@ -1,7 +1,7 @@
 """The embedding work queue is the catalog table itself: SQL that finds, claims and finishes work.
 
 A row needs work when its image source changed since it was last embedded (``embed_source`` is
-not ``image_url``: new rows, edited URLs, rows reset by ingest or ``--retry-failed``), or when a
+not the row's image source -- the ``image_url`` field, a column or a mapped expression: new rows, edited URLs, rows reset by ingest or ``--retry-failed``), or when a
 vector is missing or was made by another model than the configured one. Rows whose last attempt
 failed are left alone until their source changes, so a dead URL is not downloaded forever.
 
@@ -41,7 +41,8 @@ class WantedModels:
 
 @dataclass(frozen=True)
 class ClaimedRow:
-    id: int
+    id: Any
+    """The catalog's key, of whatever type the table uses (integer, text, uuid)."""
     sku: str
     image_url: str
     image_sha256: str | None
@@ -51,11 +52,7 @@ class ClaimedRow:
     """Claimed for a missing or out-of-date vector, not for a new or changed source."""
 
 
-NEW_OR_CHANGED = "image_url IS NOT NULL AND embed_source IS DISTINCT FROM image_url"
-"""The predicate of the queue's partial index (migration 0006 spells it the same way)."""
-
-
-def _stale(models: WantedModels) -> str | None:
+def _stale(catalog: Catalog, models: WantedModels) -> str | None:
     """Rows with the current source whose vector for a wanted model is missing or out of date."""
     stale = []
     if models.clip is not None:
@@ -64,15 +61,16 @@ def _stale(models: WantedModels) -> str | None:
         stale.append("fallback_embedding IS NULL OR fallback_model IS DISTINCT FROM :fb")
     if not stale:
         return None
+    source = catalog.image_source_sql
     return (
-        "image_url IS NOT NULL AND embed_source IS NOT DISTINCT FROM image_url "
+        f"{source} IS NOT NULL AND embed_source IS NOT DISTINCT FROM {source} "
         f"AND embed_error IS NULL AND ({' OR '.join(stale)})"
     )
 
 
-def _needs_work(models: WantedModels) -> str:
-    stale = _stale(models)
-    return f"({NEW_OR_CHANGED})" + (f" OR ({stale})" if stale else "")
+def _needs_work(catalog: Catalog, models: WantedModels) -> str:
+    stale = _stale(catalog, models)
+    return f"({catalog.new_or_changed_sql})" + (f" OR ({stale})" if stale else "")
 
 
 def _params(models: WantedModels) -> dict[str, Any]:
@@ -81,35 +79,38 @@ def _params(models: WantedModels) -> dict[str, Any]:
 
 def pending_count(conn: Connection, catalog: Catalog, models: WantedModels) -> int:
     """How many rows the worker would still claim (locked rows included): progress and ETA."""
-    sql = f"SELECT count(*) FROM {catalog.qualified} WHERE {_needs_work(models)}"
+    sql = f"SELECT count(*) FROM {catalog.qualified} WHERE {_needs_work(catalog, models)}"
     return int(conn.execute(text(sql), _params(models)).scalar() or 0)
 
 
 def claim_batch(
-    conn: Connection, catalog: Catalog, models: WantedModels, limit: int, *, stale_after: int = 0
+    conn: Connection, catalog: Catalog, models: WantedModels, limit: int, *, stale_after: Any = None
 ) -> list[ClaimedRow]:
     """Lock up to ``limit`` rows that need work and nobody else holds; call inside a transaction.
 
-    Stale rows are looked for only above id ``stale_after``: a worker passes the highest id of
-    the stale rows it claimed so far in this round. One it passed and that needs work again (a
-    batch rolled back by an error) is found by the next round, which starts from 0.
+    Stale rows are looked for only past key ``stale_after``: a worker passes the highest key of
+    the stale rows it claimed so far in this round (None: from the start). One it passed and that
+    needs work again (a batch rolled back by an error) is found by the next round.
 
     The locks last until that transaction ends, so write the results on the same connection
     before committing. EvalPlanQual re-checks the WHERE clause on rows another worker just
     finished, so a row embedded a moment ago is not claimed again.
     """
     conn.execute(text(f"SET LOCAL idle_in_transaction_session_timeout = '{CLAIM_IDLE_TIMEOUT}'"))
-    rows = [_row(r, stale=False) for r in _claim(conn, catalog, models, NEW_OR_CHANGED, limit)]
-    stale = _stale(models)
+    rows = [_row(r, stale=False) for r in _claim(conn, catalog, models, catalog.new_or_changed_sql, limit)]
+    stale = _stale(catalog, models)
     if len(rows) < limit and stale is not None:  # the two kinds never overlap: no row twice
-        found = _claim(conn, catalog, models, f"id > :after AND {stale}", limit - len(rows), stale_after)
+        if stale_after is not None:
+            # Bound as the value the database gave us, so it compares as the key's own type.
+            stale = f"{catalog.key_sql} > :after AND {stale}"
+        found = _claim(conn, catalog, models, stale, limit - len(rows), stale_after)
         rows += [_row(r, stale=True) for r in found]
     return rows
 
 
 def _row(r: Any, *, stale: bool) -> ClaimedRow:
     return ClaimedRow(
-        int(r.id),
+        r.id,
         str(r.sku),
         str(r.image_url),
         r.image_sha256,
@@ -120,26 +121,30 @@ def _row(r: Any, *, stale: bool) -> ClaimedRow:
 
 
 def _claim(
-    conn: Connection, catalog: Catalog, models: WantedModels, where: str, limit: int, after: int = 0
+    conn: Connection, catalog: Catalog, models: WantedModels, where: str, limit: int, after: Any = None
 ) -> list[Any]:
     sql = f"""
-        SELECT id, sku, image_url, image_sha256,
+        SELECT {catalog.key_sql} AS id, {catalog.field_sql("sku")} AS sku,
+               {catalog.image_source_sql} AS image_url, image_sha256,
                (image_embedding IS NOT NULL AND image_model IS NOT DISTINCT FROM :clip) AS clip_current,
                (fallback_embedding IS NOT NULL AND fallback_model IS NOT DISTINCT FROM :fb) AS fallback_current
         FROM {catalog.qualified}
         WHERE {where}
-        ORDER BY id
+        ORDER BY {catalog.key_sql}
         LIMIT :limit
-        FOR UPDATE SKIP LOCKED
+        FOR UPDATE OF "{catalog.table}" SKIP LOCKED
     """
-    return list(conn.execute(text(sql), {**_params(models), "limit": limit, "after": after}).all())
+    params = {**_params(models), "limit": limit}
+    if after is not None:
+        params["after"] = after
+    return list(conn.execute(text(sql), params).all())
 
 
 @dataclass(frozen=True)
 class Embedded:
     """New vectors for a row; a vector left None keeps the stored one if the image is the same."""
 
-    id: int
+    id: Any
     source: str
     image_sha256: str
     clip: np.ndarray | None
@@ -165,7 +170,7 @@ def write_embedded(conn: Connection, catalog: Catalog, rows: Sequence[Embedded])
                                       ELSE CAST(:fb AS vector({catalog.fallback_dim})) END,
             fallback_model = CASE WHEN CAST(:fb_model AS text) IS NULL AND {same} THEN fallback_model ELSE :fb_model END,
             image_sha256 = :sha, embed_source = :source, embedded_at = now(), embed_error = NULL
-        WHERE id = :id
+        WHERE {catalog.key_sql} = :id
         """
     )  # vectors in binary (api.db.binary_vector): as text they were most of a write's cost
     conn.execute(
@@ -185,18 +190,21 @@ def write_embedded(conn: Connection, catalog: Catalog, rows: Sequence[Embedded])
     )
 
 
-def mark_unchanged(conn: Connection, catalog: Catalog, ids_and_sources: Sequence[tuple[int, str]]) -> None:
+def mark_unchanged(conn: Connection, catalog: Catalog, ids_and_sources: Sequence[tuple[Any, str]]) -> None:
     """The image behind the source is the one already embedded by current models: just note the source."""
     if not ids_and_sources:
         return
     conn.execute(
-        text(f"UPDATE {catalog.qualified} SET embed_source = :source, embed_error = NULL WHERE id = :id"),
+        text(
+            f"UPDATE {catalog.qualified} SET embed_source = :source, embed_error = NULL "
+            f"WHERE {catalog.key_sql} = :id"
+        ),
         [{"id": i, "source": s} for i, s in ids_and_sources],
     )
 
 
 def mark_failed(
-    conn: Connection, catalog: Catalog, failures: Sequence[tuple[int, str, str, str | None]]
+    conn: Connection, catalog: Catalog, failures: Sequence[tuple[Any, str, str, str | None]]
 ) -> None:
     """(id, source, reason, sha256 of the bytes if any). Old vectors stay so search keeps serving;
     remembering the source stops retries until it changes, the sha lets ingest spot a fixed file."""
@@ -208,7 +216,7 @@ def mark_failed(
             UPDATE {catalog.qualified}
             SET embed_error = :reason, embed_source = :source, embedded_at = now(),
                 image_sha256 = coalesce(:sha, image_sha256)
-            WHERE id = :id
+            WHERE {catalog.key_sql} = :id
             """
         ),
         [{"id": i, "source": s, "reason": r, "sha": h} for i, s, r, h in failures],
@@ -228,7 +236,7 @@ def reset_sources(
     if failed_only:
         where.append("embed_error IS NOT NULL")
     if skus is not None:
-        where.append("sku = ANY(:skus)")
+        where.append(f"{catalog.field_sql('sku')} = ANY(:skus)")
         params["skus"] = list(skus)
     sql = f"UPDATE {catalog.qualified} SET embed_source = NULL WHERE {' AND '.join(where)}"
     return int(conn.execute(text(sql), params).rowcount or 0)

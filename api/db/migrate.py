@@ -15,30 +15,39 @@ from api.db.catalog import Catalog
 from api.db.engine import Database
 from api.db.vector_indexes import restore_missing
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+"""The Alembic scripts, shipped inside the package so an installed wheel can migrate. In a checkout
+``api/db/migrations`` is a link to the repository's ``migrations/`` (the layout ``alembic.ini`` and
+the ``alembic`` CLI use); a wheel carries the files themselves (package data, pyproject.toml)."""
 VERSION_TABLE = "lookalike_alembic_version"
 
 log = logging.getLogger(__name__)
 
 
+def _config() -> Config:
+    """The same configuration ``alembic.ini`` gives the CLI, without needing the file (a wheel has none)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("path_separator", "os")
+    return config
+
+
 def alembic_config(database: Database) -> Config:
-    config = Config(str(REPO_ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(REPO_ROOT / "migrations"))
+    config = _config()
     config.attributes["settings"] = database.settings
     return config
 
 
 def head_revision() -> str:
-    config = Config(str(REPO_ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(REPO_ROOT / "migrations"))
-    head = ScriptDirectory.from_config(config).get_current_head()
+    head = ScriptDirectory.from_config(_config()).get_current_head()
     assert head is not None
     return head
 
 
 def upgrade(database: Database, revision: str = "head") -> None:
-    """Migrate; at head, also build the vector indexes a bulk load that died left out."""
-    _run(database, command.upgrade, revision)
+    """Migrate; at head, also rebuild what follows the catalog mapping (api.db.catalog_objects)
+    and build the vector indexes a bulk load that died left out."""
+    _run(database, command.upgrade, revision, sync_catalog_objects=revision == "head")
     if revision == "head":
         built = restore_missing(database, Catalog.from_settings(database.settings))
         if built:
@@ -57,8 +66,15 @@ def current_revision(database: Database) -> str | None:
         return context.get_current_revision()
 
 
-def _run(database: Database, action: Callable[[Config, str], None], revision: str) -> None:
+def _run(
+    database: Database,
+    action: Callable[[Config, str], None],
+    revision: str,
+    *,
+    sync_catalog_objects: bool = False,
+) -> None:
     config = alembic_config(database)
+    config.attributes["sync_catalog_objects"] = sync_catalog_objects
     with database.connect() as conn:
         config.attributes["connection"] = conn
         action(config, revision)

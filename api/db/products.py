@@ -7,13 +7,14 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, delete, func, select, text, update
+from sqlalchemy import Connection, delete, func, null, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 
 from api.db.binary_vector import vector_value
 from api.db.catalog import Catalog, Listing
 
-CATALOG_FIELDS = ("name", "description", "category", "price", "currency", "attributes", "image_url")
+CATALOG_FIELDS = ("name", "description", "category", "price", "currency", "attributes", "image_url", "url")
+"""Fields the write API sets on Lookalike's own table (an attached shop table is never written)."""
 
 
 @dataclass(frozen=True)
@@ -40,23 +41,29 @@ class Embeddings:
 
 def _product_columns(catalog: Catalog) -> list[Any]:
     t = catalog.sa_table
+    if catalog.attached:  # the shop's timestamps are its own business: not part of the mapping
+        stamps = [null().label("created_at"), null().label("updated_at")]
+    else:
+        stamps = [t.c.created_at, t.c.updated_at]
     return [
-        *catalog.listing_columns(),
-        t.c.created_at, t.c.updated_at, t.c.image_model, t.c.fallback_model, t.c.image_sha256,
-        t.c.embedded_at, t.c.embed_error,
+        *catalog.listing_columns(), *stamps,
+        t.c.image_model, t.c.fallback_model, t.c.image_sha256, t.c.embedded_at, t.c.embed_error,
     ]  # fmt: skip
 
 
-def get_product(conn: Connection, catalog: Catalog, sku: str) -> Product | None:
-    row = (
-        conn.execute(select(*_product_columns(catalog)).where(catalog.sa_table.c.sku == sku))
-        .mappings()
-        .first()
-    )
+def _visible(catalog: Catalog) -> list[Any]:
+    visible = catalog.visible()
+    return [] if visible is None else [visible]
+
+
+def get_product(conn: Connection, catalog: Catalog, sku: str, *, shopper: bool = True) -> Product | None:
+    """A product by sku; ``shopper`` reads see only visible products (the admin sees every row)."""
+    where = [catalog.field("sku") == sku, *(_visible(catalog) if shopper else [])]
+    row = conn.execute(select(*_product_columns(catalog)).where(*where).limit(1)).mappings().first()
     return Product(**row) if row else None
 
 
-def upsert_product(conn: Connection, catalog: Catalog, sku: str, fields: dict[str, Any]) -> tuple[int, bool]:
+def upsert_product(conn: Connection, catalog: Catalog, sku: str, fields: dict[str, Any]) -> tuple[Any, bool]:
     """Insert or update by sku; returns (id, created). Only the given catalog fields change on update."""
     t = catalog.sa_table
     values = {k: v for k, v in fields.items() if k in CATALOG_FIELDS}
@@ -64,30 +71,30 @@ def upsert_product(conn: Connection, catalog: Catalog, sku: str, fields: dict[st
     statement = statement.on_conflict_do_update(
         index_elements=[t.c.sku],
         set_={**{k: statement.excluded[k] for k in values}, "updated_at": func.now()},
-    ).returning(t.c.id, text("(xmax = 0) AS created"))
+    ).returning(catalog.key_column.label("id"), text("(xmax = 0) AS created"))
     row = conn.execute(statement).one()
-    return int(row.id), bool(row.created)
+    return row.id, bool(row.created)
 
 
-def update_product(conn: Connection, catalog: Catalog, sku: str, fields: dict[str, Any]) -> int | None:
+def update_product(conn: Connection, catalog: Catalog, sku: str, fields: dict[str, Any]) -> Any | None:
     """Change the given catalog fields; returns the id, or None if the sku does not exist."""
     t = catalog.sa_table
     values = {k: v for k, v in fields.items() if k in CATALOG_FIELDS}
-    statement = update(t).where(t.c.sku == sku).values(**values, updated_at=func.now()).returning(t.c.id)
+    statement = update(t).where(t.c.sku == sku).values(**values, updated_at=func.now()).returning(catalog.key_column)
     return conn.execute(statement).scalar()
 
 
 def delete_product(conn: Connection, catalog: Catalog, sku: str) -> bool:
     t = catalog.sa_table
-    return conn.execute(delete(t).where(t.c.sku == sku).returning(t.c.id)).first() is not None
+    return conn.execute(delete(t).where(t.c.sku == sku).returning(catalog.key_column)).first() is not None
 
 
-def write_embeddings(conn: Connection, catalog: Catalog, product_id: int, embeddings: Embeddings) -> None:
+def write_embeddings(conn: Connection, catalog: Catalog, product_id: Any, embeddings: Embeddings) -> None:
     """Store both vectors with the ids of the models that made them, and clear any earlier error."""
     t = catalog.sa_table
     conn.execute(
         update(t)
-        .where(t.c.id == product_id)
+        .where(catalog.key_column == product_id)
         .values(
             image_embedding=vector_value(embeddings.clip, t.c.image_embedding.type),
             image_model=embeddings.clip_model,
@@ -97,17 +104,17 @@ def write_embeddings(conn: Connection, catalog: Catalog, product_id: int, embedd
             embedded_at=func.now(),
             embed_error=None,
             # The row's current image_url is what these vectors describe: the worker skips it.
-            embed_source=t.c.image_url,
+            embed_source=catalog.field("image_url"),
         )
     )
 
 
-def clear_embeddings(conn: Connection, catalog: Catalog, product_id: int) -> None:
+def clear_embeddings(conn: Connection, catalog: Catalog, product_id: Any) -> None:
     """The image changed or went away: old vectors would describe the wrong picture."""
     t = catalog.sa_table
     conn.execute(
         update(t)
-        .where(t.c.id == product_id)
+        .where(catalog.key_column == product_id)
         .values(
             image_embedding=None,
             image_model=None,
@@ -121,9 +128,9 @@ def clear_embeddings(conn: Connection, catalog: Catalog, product_id: int) -> Non
     )
 
 
-def record_embed_error(conn: Connection, catalog: Catalog, product_id: int, reason: str) -> None:
+def record_embed_error(conn: Connection, catalog: Catalog, product_id: Any, reason: str) -> None:
     t = catalog.sa_table
-    conn.execute(update(t).where(t.c.id == product_id).values(embed_error=reason, embedded_at=func.now()))
+    conn.execute(update(t).where(catalog.key_column == product_id).values(embed_error=reason, embedded_at=func.now()))
 
 
 def catalog_version(conn: Connection, catalog: Catalog) -> int:
@@ -138,11 +145,12 @@ def catalog_version(conn: Connection, catalog: Catalog) -> int:
 
 
 def categories(conn: Connection, catalog: Catalog) -> list[tuple[str, int]]:
-    t = catalog.sa_table
+    """Visible products per category, for the filter list."""
+    category = catalog.field("category")
     rows = conn.execute(
-        select(t.c.category, func.count())
-        .where(t.c.category.is_not(None))
-        .group_by(t.c.category)
-        .order_by(t.c.category)
+        select(category, func.count())
+        .where(category.is_not(None), *_visible(catalog))
+        .group_by(category)
+        .order_by(category)
     )
     return [(str(c), int(n)) for c, n in rows]

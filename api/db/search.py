@@ -27,8 +27,8 @@ from sqlalchemy import (
     and_,
     bindparam,
     func,
+    literal_column,
     select,
-    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -165,17 +165,21 @@ class _Shape:
 
 
 def _filter_clauses(catalog: Catalog, shape: _Shape) -> list[ColumnElement[bool]]:
-    t = catalog.sa_table
+    """The shopper's filters plus the catalog's visibility predicate: every shopper read gets both."""
     clauses: list[ColumnElement[bool]] = []
+    visible = catalog.visible()
+    if visible is not None:
+        clauses.append(visible)
     if shape.categories:
-        clauses.append(t.c.category.in_(bindparam("categories", expanding=True)))
+        clauses.append(catalog.field("category").in_(bindparam("categories", expanding=True)))
+    price = catalog.field("price")
     if shape.price_min:
-        clauses.append(t.c.price >= bindparam("price_min", type_=t.c.price.type))
+        clauses.append(price >= bindparam("price_min", type_=price.type))
     if shape.price_max:
-        clauses.append(t.c.price <= bindparam("price_max", type_=t.c.price.type))
+        clauses.append(price <= bindparam("price_max", type_=price.type))
     if shape.attributes:
         # @> containment: served by the jsonb_path_ops GIN index when the planner wants it.
-        clauses.append(t.c.attributes.op("@>")(bindparam("attributes", type_=JSONB)))
+        clauses.append(catalog.field("attributes").op("@>")(bindparam("attributes", type_=JSONB)))
     return clauses
 
 
@@ -232,7 +236,7 @@ def _vector_template(
         model_column = t.c.image_model if column_name is VectorColumn.CLIP else t.c.fallback_model
         where.append(model_column == bindparam("model_id", type_=Text))
     if excluding:
-        where.append(t.c.sku != bindparam("exclude_sku", type_=Text))
+        where.append(catalog.field("sku") != bindparam("exclude_sku", type_=Text))
     nearest = (
         select(*catalog.listing_columns(), distance.label("distance"))
         .where(and_(*where))
@@ -251,14 +255,16 @@ def _vector_template(
 
 
 def text_statement(catalog: Catalog, query: TextQuery, filters: Filters, page: Page) -> Select[Any]:
-    t = catalog.sa_table
-    tsquery = func.websearch_to_tsquery(text("'english'::regconfig"), query.text)
+    """Full-text ranking in the catalog's language, accents folded on both sides."""
+    unaccent = getattr(func, catalog.schema).lookalike_unaccent
+    tsquery = func.websearch_to_tsquery(literal_column(catalog.regconfig), unaccent(query.text))
+    document = catalog.document()
     # Normalisation 32 maps rank to rank/(rank+1): a 0..1 score comparable across queries.
-    rank = func.ts_rank_cd(t.c.search_tsv, tsquery, 32)
+    rank = func.ts_rank_cd(document, tsquery, 32)
     statement = (
         select(*catalog.listing_columns(), rank.label("score"))
-        .where(and_(t.c.search_tsv.op("@@")(tsquery), *_filter_clauses(catalog, _Shape.of(filters))))
-        .order_by(rank.desc(), t.c.id)
+        .where(and_(document.op("@@")(tsquery), *_filter_clauses(catalog, _Shape.of(filters))))
+        .order_by(rank.desc(), catalog.key_column)
         .limit(page.top_k)
         .offset(page.offset)
     )
@@ -268,10 +274,14 @@ def text_statement(catalog: Catalog, query: TextQuery, filters: Filters, page: P
 def stored_vector(
     conn: Connection, catalog: Catalog, sku: str
 ) -> tuple[np.ndarray | None, np.ndarray | None, str | None] | None:
-    """A product's stored (CLIP vector, fallback vector, CLIP model id), or None for an unknown sku."""
+    """A visible product's stored (CLIP vector, fallback vector, CLIP model id), or None."""
     t = catalog.sa_table
+    where = [catalog.field("sku") == bindparam("sku", sku, type_=Text)]
+    visible = catalog.visible()
+    if visible is not None:
+        where.append(visible)
     row = conn.execute(
-        select(t.c.image_embedding, t.c.fallback_embedding, t.c.image_model).where(t.c.sku == sku)
+        select(t.c.image_embedding, t.c.fallback_embedding, t.c.image_model).where(*where).limit(1)
     ).first()
     if row is None:
         return None

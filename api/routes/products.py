@@ -13,7 +13,7 @@ from api.db.products import Product
 from api.errors import RequestError
 from api.routes.auth import require_admin
 from api.schemas import ProductIn, ProductOut, ProductPatch
-from api.services.image_input import decode_base64_image, image_from_url, read_upload, save_image
+from api.services.image_input import decode_base64_image, image_from_url, read_upload
 from api.state import AppState, app_state
 
 router = APIRouter(tags=["products"])
@@ -101,36 +101,37 @@ async def upsert_product(
     request: Request, response: Response, state: AppState = Depends(app_state)
 ) -> dict[str, Any]:
     """Create or replace a product by sku; its image is embedded before the row is written."""
+    state.products.check_writable()
     body, upload = await _parse_product(request, state)
 
     def work() -> tuple[Product, bool]:
         image = _image_bytes(body.image, body.image_url, upload, state)
         fields = body.model_dump(exclude={"sku", "image"})
-        if image is not None and body.image_url is None:
-            # Uploaded bytes are kept (content-addressed) so the UI can show the product's picture.
-            fields["image_url"] = save_image(image, state.settings)
-        elif body.image_url is None:
+        # Uploaded bytes are kept (content-addressed) so the UI can show the product's picture,
+        # stored by the service only once they embedded.
+        store = image is not None and body.image_url is None
+        if body.image_url is None:
             fields.pop("image_url")
-        return state.products.upsert(body.sku, fields, image)
+        return state.products.upsert(body.sku, fields, image, store_image=store)
 
     product, created = await run_in_threadpool(work)
     response.status_code = 201 if created else 200
     return product_out(product)
 
 
-@router.get("/api/v1/products/{sku}", response_model=ProductOut)
+@router.get("/api/v1/products/{sku:path}", response_model=ProductOut)
 def get_product(sku: str, state: AppState = Depends(app_state)) -> dict[str, Any]:
     return product_out(state.products.get(sku))
 
 
-@router.patch("/api/v1/products/{sku}", response_model=ProductOut, dependencies=[Depends(require_admin)])
+@router.patch("/api/v1/products/{sku:path}", response_model=ProductOut, dependencies=[Depends(require_admin)])
 def patch_product(sku: str, body: ProductPatch, state: AppState = Depends(app_state)) -> dict[str, Any]:
     fields = body.model_dump(exclude_unset=True)
     image = image_from_url(body.image_url, state.settings) if body.image_url else None
     return product_out(state.products.patch(sku, fields, image))
 
 
-@router.delete("/api/v1/products/{sku}", status_code=204, dependencies=[Depends(require_admin)])
+@router.delete("/api/v1/products/{sku:path}", status_code=204, dependencies=[Depends(require_admin)])
 def delete_product(sku: str, state: AppState = Depends(app_state)) -> Response:
     state.products.delete(sku)
     return Response(status_code=204)

@@ -123,7 +123,7 @@ async def search_image(
     return to_response(result, page)
 
 
-@router.get("/api/v1/products/{sku}/similar", response_model=SearchResponse)
+@router.get("/api/v1/products/{sku:path}/similar", response_model=SearchResponse)
 def similar(
     sku: str,
     top_k: Annotated[int, Query(ge=1, le=100)] = 12,

@@ -20,12 +20,22 @@ from api.db.search import stored_vector
 from api.errors import RequestError
 from api.services.embedding import embed_images, sha256_hex
 from api.services.encoders import EncoderHub
+from api.services.image_input import save_image
 from api.settings import Settings
 from encoder.errors import InvalidImageError
 
 
 def not_found(sku: str) -> RequestError:
     return RequestError(404, "product_not_found", f"no product with sku {sku!r}")
+
+
+def managed_by_shop() -> RequestError:
+    return RequestError(
+        409,
+        "catalog_managed_by_shop",
+        "this catalog is the shop's own product table (LOOKALIKE_FIELD_* mappings): edit products "
+        "in the shop's admin; Lookalike picks the changes up by itself",
+    )
 
 
 class ProductService:
@@ -42,20 +52,35 @@ class ProductService:
             raise not_found(sku)
         return product
 
-    def upsert(self, sku: str, fields: dict[str, Any], image: bytes | None) -> tuple[Product, bool]:
-        """Create or replace by sku. The image (if any) is embedded before the transaction opens."""
+    def check_writable(self) -> None:
+        """An attached shop table is read-only to Lookalike: its rows belong to the shop's backend."""
+        if self.catalog.attached:
+            raise managed_by_shop()
+
+    def upsert(
+        self, sku: str, fields: dict[str, Any], image: bytes | None, *, store_image: bool = False
+    ) -> tuple[Product, bool]:
+        """Create or replace by sku. The image (if any) is embedded before the transaction opens.
+
+        ``store_image``: keep the uploaded bytes under the media dir and point ``image_url`` at
+        them -- only once they embedded, so a bad upload leaves no file behind.
+        """
+        self.check_writable()
         embeddings = self._embed(sku, image) if image is not None else None
+        if store_image and image is not None:
+            fields = {**fields, "image_url": save_image(image, self.settings)}
         with self.database.engine.begin() as conn:
             product_id, created = upsert_product(conn, self.catalog, sku, fields)
             if embeddings is not None:
                 write_embeddings(conn, self.catalog, product_id, embeddings)
             elif "image_url" in fields and not created:
                 clear_embeddings(conn, self.catalog, product_id)  # the old vectors describe the old image
-            product = get_product(conn, self.catalog, sku)
+            product = get_product(conn, self.catalog, sku, shopper=False)
         assert product is not None
         return product, created
 
     def patch(self, sku: str, fields: dict[str, Any], image: bytes | None) -> Product:
+        self.check_writable()
         embeddings = self._embed(sku, image) if image is not None else None
         with self.database.engine.begin() as conn:
             product_id = update_product(conn, self.catalog, sku, fields)
@@ -63,11 +88,16 @@ class ProductService:
                 raise not_found(sku)
             if embeddings is not None:
                 write_embeddings(conn, self.catalog, product_id, embeddings)
-            product = get_product(conn, self.catalog, sku)
+            elif "image_url" in fields:
+                # The image went away (image_url null): its vectors would keep finding the product
+                # by a photo it no longer has. (A new image_url arrives fetched, as ``image``.)
+                clear_embeddings(conn, self.catalog, product_id)
+            product = get_product(conn, self.catalog, sku, shopper=False)
         assert product is not None
         return product
 
     def delete(self, sku: str) -> None:
+        self.check_writable()
         with self.database.engine.begin() as conn:
             if not delete_product(conn, self.catalog, sku):
                 raise not_found(sku)
@@ -84,7 +114,7 @@ class ProductService:
     def _current_embeddings(self, sku: str, image: bytes) -> Embeddings | None:
         """A retried upsert of the same image by the same models needs no second forward pass."""
         with self.database.engine.connect() as conn:
-            product = get_product(conn, self.catalog, sku)
+            product = get_product(conn, self.catalog, sku, shopper=False)
             if product is None or product.image_sha256 != sha256_hex(image):
                 return None
             if (

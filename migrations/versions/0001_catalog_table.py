@@ -39,6 +39,10 @@ CATALOG_COLUMNS = {
 def upgrade() -> None:
     catalog: Catalog = context.config.attributes["catalog"]
     table = catalog.qualified
+    if catalog.attached:
+        # The shop's table, with its fields mapped (LOOKALIKE_FIELD_*): nothing of it is Lookalike's
+        # to add or change; api.db.catalog_check has already said so if the table is missing.
+        return
     op.execute(f'CREATE SCHEMA IF NOT EXISTS "{catalog.schema}"')
     op.execute(
         f"""

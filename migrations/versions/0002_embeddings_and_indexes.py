@@ -49,6 +49,18 @@ def upgrade() -> None:
         "embed_error": "text",
     }.items():
         op.execute(f'ALTER TABLE {table} ADD COLUMN IF NOT EXISTS "{column}" {ddl}')
+    op.execute(
+        f'CREATE INDEX IF NOT EXISTS "{catalog.image_index}" ON {table} '
+        "USING hnsw (image_embedding vector_cosine_ops)"
+    )
+    op.execute(
+        f'CREATE INDEX IF NOT EXISTS "{catalog.fallback_index}" ON {table} '
+        "USING hnsw (fallback_embedding vector_cosine_ops)"
+    )
+    if catalog.attached:
+        # Indexes on the shop's own columns are the shop's call (docs/shops.md); the full-text
+        # column follows the mapping (api.db.catalog_objects).
+        return
 
     # Weighted so a match in the name outranks one in the description.
     op.execute(
@@ -59,14 +71,6 @@ def upgrade() -> None:
             setweight(to_tsvector('english'::regconfig, coalesce(description::text, '')), 'C')
         ) STORED
         """
-    )
-    op.execute(
-        f'CREATE INDEX IF NOT EXISTS "{catalog.image_index}" ON {table} '
-        "USING hnsw (image_embedding vector_cosine_ops)"
-    )
-    op.execute(
-        f'CREATE INDEX IF NOT EXISTS "{catalog.fallback_index}" ON {table} '
-        "USING hnsw (fallback_embedding vector_cosine_ops)"
     )
     op.execute(f'CREATE INDEX IF NOT EXISTS "{catalog.index("category_idx")}" ON {table} (category)')
     op.execute(f'CREATE INDEX IF NOT EXISTS "{catalog.index("price_idx")}" ON {table} (price)')

@@ -27,6 +27,8 @@ RESULT_COLUMNS = """
 
 def upgrade() -> None:
     catalog: Catalog = context.config.attributes["catalog"]
+    if catalog.attached:
+        return  # written for the mapping by api.db.catalog_objects, which also keeps them current
     table, schema = catalog.qualified, f'"{catalog.schema}"'
     op.execute(
         f"""
@@ -94,7 +96,14 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     catalog: Catalog = context.config.attributes["catalog"]
-    schema = f'"{catalog.schema}"'
-    op.execute(f"DROP FUNCTION IF EXISTS {schema}.similar_products_by_sku(text, integer)")
-    op.execute(f"DROP FUNCTION IF EXISTS {schema}.similar_products(bigint, integer)")
-    op.execute(f"DROP FUNCTION IF EXISTS {schema}.products_near(vector, integer)")
+    # Whatever key type the functions were last written for (api.db.catalog_objects).
+    op.execute(
+        f"""
+        DO $$ DECLARE f regprocedure; BEGIN
+            FOR f IN SELECT p.oid::regprocedure FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                     WHERE n.nspname = '{catalog.schema}'
+                       AND p.proname IN ('similar_products_by_sku', 'similar_products', 'products_near')
+            LOOP EXECUTE 'DROP FUNCTION IF EXISTS ' || f || ' CASCADE'; END LOOP;
+        END $$
+        """
+    )

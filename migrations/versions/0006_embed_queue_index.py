@@ -25,6 +25,8 @@ depends_on = None
 
 def upgrade() -> None:
     catalog: Catalog = context.config.attributes["catalog"]
+    if catalog.attached:
+        return  # follows the mapped image column: api.db.catalog_objects builds it
     op.execute(
         f'CREATE INDEX IF NOT EXISTS "{catalog.embed_queue_index}" ON {catalog.qualified} (id) '
         f"WHERE {NEW_OR_CHANGED}"

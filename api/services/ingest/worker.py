@@ -42,6 +42,7 @@ from api.db.embedding_queue import (
 )
 from api.db.engine import Database
 from api.db.prewarm import PrewarmReport, prewarm
+from api.observability import instruments
 from api.services.embedding import embed_images, sha256_hex
 from api.services.encoders import EncoderHub
 from api.services.fetch import FetchError, FetchPolicy, fetch_client, fetch_image
@@ -192,6 +193,8 @@ class EmbeddingWorker:
         with self._totals_lock:
             self.last_batch_at = datetime.now(UTC)
             self.totals.add_batch(result)
+        instruments.EMBEDDED.inc(len(result.embedded_ids))  # rate() of it is /metrics' embed rate
+        instruments.EMBED_FAILURES.inc(len(result.failures))
         return result
 
     def _fetch(self, row: ClaimedRow) -> bytes | FetchError:

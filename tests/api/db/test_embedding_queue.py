@@ -3,14 +3,11 @@ come back at once, failed rows wait for a source change or a retry, and finished
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 from sqlalchemy import text
 
 from api.db.catalog import Catalog
 from api.db.embedding_queue import (
-    NEW_OR_CHANGED,
     Embedded,
     WantedModels,
     claim_batch,
@@ -21,7 +18,6 @@ from api.db.embedding_queue import (
 )
 from api.db.engine import Database
 from api.db.product_batches import upsert_products
-from tests.support import REPO_ROOT
 
 MODELS = WantedModels(clip="clip-a", fallback="mobilenet")
 
@@ -138,7 +134,10 @@ def test_new_rows_are_claimed_through_the_queue_index_then_stale_rows(migrated_d
         a.execute(text("SET LOCAL enable_seqscan = off"))  # a 300-row table: make the choice visible
         plan = "\n".join(
             a.execute(
-                text(f"EXPLAIN SELECT id FROM {catalog.qualified} WHERE {NEW_OR_CHANGED} ORDER BY id LIMIT 8")
+                text(
+                    f"EXPLAIN SELECT id FROM {catalog.qualified} "
+                    f"WHERE {catalog.new_or_changed_sql} ORDER BY id LIMIT 8"
+                )
             ).scalars()
         )
         assert catalog.embed_queue_index in plan
@@ -170,10 +169,12 @@ def test_the_stale_walk_resumes_after_the_last_stale_row_claimed(migrated_databa
         assert claim_batch(b, catalog, switched, 10, stale_after=50) == []
 
 
-def test_the_migration_indexes_exactly_the_claim_predicate() -> None:
-    path = REPO_ROOT / "migrations/versions/0006_embed_queue_index.py"
-    spec = importlib.util.spec_from_file_location("embed_queue_migration", path)
-    assert spec is not None and spec.loader is not None
-    migration = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(migration)
-    assert migration.NEW_OR_CHANGED == NEW_OR_CHANGED
+def test_the_queue_index_follows_the_mapped_image_column(migrated_database: Database) -> None:
+    """The partial index is rebuilt from the catalog's own predicate, so the two cannot drift."""
+    catalog = Catalog.from_settings(migrated_database.settings)
+    with migrated_database.engine.connect() as conn:
+        definition = conn.execute(
+            text("SELECT pg_get_indexdef(to_regclass(:i))"),
+            {"i": f'"{catalog.schema}"."{catalog.embed_queue_index}"'},
+        ).scalar_one()
+    assert "WHERE ((image_url IS NOT NULL) AND (embed_source IS DISTINCT FROM image_url))" in definition
