@@ -16,7 +16,9 @@ from api.db.engine import Database
 from api.http_errors import install_error_handlers
 from api.middleware import admit_search
 from api.middleware import install as install_guards
-from api.routes import catalog, compat, health, products, search, web
+from api.observability.middleware import ObservabilityMiddleware
+from api.routes import catalog, compat, duplicates, health, products, search, web
+from api.routes import metrics as metrics_routes
 from api.services.cache import build_cache
 from api.services.encoders import EncoderHub
 from api.services.ingest.worker import start_embedding_worker
@@ -95,8 +97,11 @@ def create_app(
     )
     install_error_handlers(app)
     install_guards(app, settings)  # body-size limits, 503 overloaded (api.middleware)
-    for module in (health, search, products, catalog, compat, web):
+    for module in (health, metrics_routes, search, products, catalog, compat, web):
         app.include_router(module.router)
+    app.include_router(duplicates.router)  # admin: near-identical photos (issue 16)
     # Outside the guards, so error answers of public reads (413, 503, 4xx) carry the CORS headers too.
     app.add_middleware(CorsMiddleware, origins=settings.cors_origins)
+    # Outermost: the request id and the HTTP metrics cover every answer, CORS and 503s included.
+    app.add_middleware(ObservabilityMiddleware, access_log_lines=settings.log_format == "json")
     return app

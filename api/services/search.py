@@ -102,6 +102,7 @@ class SearchQuery:
     alpha: float
     filters: Filters
     page: Page
+    image_sha256: str | None = None
 
 
 @dataclass
@@ -227,7 +228,7 @@ class SearchService:
         self, mode: Mode, hits: list[dict[str, Any]], cached: bool, timer: StageTimer, reasons: list[str]
     ) -> SearchResult:
         timing = timer.report()
-        self.metrics.record(mode.value, timing)
+        self.metrics.record(mode.value, timing, cached, reasons)
         return SearchResult(mode, hits, cached, timing, "; ".join(reasons) or None)
 
     def _model_id(self, mode: Mode) -> str:

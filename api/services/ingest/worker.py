@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection
 
 from api.db.catalog import Catalog
+from api.db.catalog_events import CatalogListener
 from api.db.category_indexes import CategoryIndexPolicy, SyncReport, sync
 from api.db.clip_column import clip_column_dim
 from api.db.embedding_queue import (
@@ -328,7 +329,10 @@ class EmbeddingWorker:
                 )
 
         self.prewarm()
-        first_round = True
+        listener = CatalogListener(self.database.url)
+        listener.start()  # before the first round: a write during it must still wake the next wait
+        last_index_sync = -float("inf")
+        index_sync_owed = True
         while not self._stop.is_set():
             try:
                 self.state = "running"
@@ -340,16 +344,23 @@ class EmbeddingWorker:
                         tally.unchanged,
                         tally.failed,
                     )
-                if first_round or tally.embedded:
+                # Counting the categories is a scan: once per poll interval at most, however often
+                # NOTIFY wakes the worker for a product or two.
+                index_sync_owed = index_sync_owed or bool(tally.embedded)
+                if index_sync_owed and time.monotonic() - last_index_sync >= self.poll_s:
                     self.sync_category_indexes()
-                first_round = False
+                    last_index_sync, index_sync_owed = time.monotonic(), False
                 self.state = "idle"
                 self.last_error = None
             except Exception as exc:  # database or encoder trouble: keep serving, try again later
                 self.state = "error"
                 self.last_error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 log.warning("embedding worker: %s; retrying in %.0fs", self.last_error, self.poll_s)
-            self._stop.wait(self.poll_s)
+                self._stop.wait(self.poll_s)
+                continue
+            # A shop's write wakes us at once (api.db.catalog_events); the poll is the safety net.
+            listener.wait(self.poll_s, self._stop)
+        listener.close()
 
     def prewarm(self) -> PrewarmReport | None:
         """Pull the HNSW graphs into memory (at start, before embedding): see :mod:`api.db.prewarm`."""

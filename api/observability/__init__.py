@@ -1,0 +1,1 @@
+"""Operating Lookalike: Prometheus metrics, request ids and JSON logs (issue 17)."""
