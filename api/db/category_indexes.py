@@ -34,6 +34,8 @@ from api.settings import Settings
 log = logging.getLogger(__name__)
 
 NAME_SUFFIX = re.compile(r"_cat_[0-9a-f]{12}_hnsw$")
+SYNC_LOCK_KEY = 0x4C4F4F43
+"""First half of the advisory lock one sync holds (second: a hash of the table); "LOOC"."""
 
 
 @dataclass(frozen=True)
@@ -54,8 +56,12 @@ class SyncReport:
     created: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
+    skipped: bool = False
+    """Another process held the maintenance lock; it does the work."""
 
     def render(self) -> str:
+        if self.skipped:
+            return "category indexes: another process is maintaining them (left to it)"
         parts = [f"{len(self.created)} created", f"{len(self.dropped)} dropped", f"{len(self.kept)} kept"]
         lines = [f"category indexes: {', '.join(parts)}"]
         lines += [f"  + {c}" for c in self.created] + [f"  - {c}" for c in self.dropped]
@@ -96,26 +102,41 @@ def sync(database: Database, catalog: Catalog, policy: CategoryIndexPolicy) -> S
     """Create the missing indexes, rebuild invalid ones, drop those whose category left the policy."""
     report = SyncReport()
     with database.autocommit() as conn:
-        wanted = {index_name(catalog, c): c for c in wanted_categories(conn, catalog, policy)}
-        existing = existing_indexes(conn, catalog)
-        for name, valid in existing.items():
-            if name not in wanted or not valid:
-                conn.exec_driver_sql(f'DROP INDEX CONCURRENTLY IF EXISTS "{catalog.schema}"."{name}"')
-                if name not in wanted:
-                    report.dropped.append(name)
-        for name, category in wanted.items():
-            if existing.get(name):
-                report.kept.append(category)
-                continue
-            literal = conn.execute(
-                text("SELECT quote_literal(CAST(:c AS text))"), {"c": category}
-            ).scalar_one()
-            log.info("building the HNSW index for category %r (%s)", category, name)
-            conn.exec_driver_sql(
-                f'CREATE INDEX CONCURRENTLY IF NOT EXISTS "{name}" ON {catalog.qualified} '
-                f'USING hnsw (image_embedding vector_cosine_ops) WHERE "{catalog.column_of("category")}" = {literal}'.replace(
-                    "%", "%%"
-                )
-            )
-            report.created.append(category)
+        # Several API processes (serve --workers, several hosts) each run this after their
+        # embedding rounds: one at a time, and a process that finds it taken leaves it to the
+        # holder rather than queueing a second pass over the same indexes.
+        lock = {"k": SYNC_LOCK_KEY, "t": catalog.qualified}
+        if not conn.execute(
+            text("SELECT pg_try_advisory_lock(CAST(:k AS integer), hashtext(:t))"), lock
+        ).scalar():
+            log.info("category indexes: another process is maintaining them; skipped")
+            report.skipped = True
+            return report
+        try:
+            _sync_locked(conn, catalog, policy, report)
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(CAST(:k AS integer), hashtext(:t))"), lock)
     return report
+
+
+def _sync_locked(conn: Connection, catalog: Catalog, policy: CategoryIndexPolicy, report: SyncReport) -> None:
+    wanted = {index_name(catalog, c): c for c in wanted_categories(conn, catalog, policy)}
+    existing = existing_indexes(conn, catalog)
+    for name, valid in existing.items():
+        if name not in wanted or not valid:
+            conn.exec_driver_sql(f'DROP INDEX CONCURRENTLY IF EXISTS "{catalog.schema}"."{name}"')
+            if name not in wanted:
+                report.dropped.append(name)
+    for name, category in wanted.items():
+        if existing.get(name):
+            report.kept.append(category)
+            continue
+        literal = conn.execute(text("SELECT quote_literal(CAST(:c AS text))"), {"c": category}).scalar_one()
+        log.info("building the HNSW index for category %r (%s)", category, name)
+        conn.exec_driver_sql(
+            f'CREATE INDEX CONCURRENTLY IF NOT EXISTS "{name}" ON {catalog.qualified} '
+            f'USING hnsw (image_embedding vector_cosine_ops) WHERE "{catalog.column_of("category")}" = {literal}'.replace(
+                "%", "%%"
+            )
+        )
+        report.created.append(category)
