@@ -149,6 +149,7 @@ def categories(conn: Connection, catalog: Catalog) -> list[tuple[str, int]]:
     category = catalog.field("category")
     rows = conn.execute(
         select(category, func.count())
+        .select_from(catalog.sa_table)
         .where(category.is_not(None), *_visible(catalog))
         .group_by(category)
         .order_by(category)

@@ -263,6 +263,7 @@ def text_statement(catalog: Catalog, query: TextQuery, filters: Filters, page: P
     rank = func.ts_rank_cd(document, tsquery, 32)
     statement = (
         select(*catalog.listing_columns(), rank.label("score"))
+        .select_from(catalog.sa_table)
         .where(and_(document.op("@@")(tsquery), *_filter_clauses(catalog, _Shape.of(filters))))
         .order_by(rank.desc(), catalog.key_column)
         .limit(page.top_k)

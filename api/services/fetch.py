@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 import httpcore
 import httpx
@@ -81,6 +81,9 @@ class FetchPolicy:
     deadline_s: float | None = 30.0
     """Total time for one download: connects, reads, redirects, retries and back-off together."""
     resolver: Resolver = system_resolver
+    base_url: str | None = None
+    """Where relative image paths are fetched from, for shops whose media are served over HTTP
+    (``LOOKALIKE_IMAGE_BASE_URL``); unset, they are files under ``image_root``."""
 
 
 # --- the address policy ------------------------------------------------------------------------
@@ -311,6 +314,12 @@ def read_local(path_text: str, policy: FetchPolicy) -> bytes:
 def fetch_image(url: str, policy: FetchPolicy, client: PinnedClient | None = None) -> bytes:
     """Return the image bytes at ``url`` (http/https or a path under image_root), or raise FetchError."""
     scheme = urlsplit(url).scheme.lower()
+    if not scheme and policy.base_url is not None:
+        problem = relative_path_problem(url)
+        if problem is not None:
+            raise FetchError("url_invalid", f"the image path {problem}")
+        url = policy.base_url.rstrip("/") + "/" + quote(url.lstrip("/"), safe="/")
+        scheme = urlsplit(url).scheme.lower()
     if scheme not in ("http", "https"):
         if scheme:
             raise FetchError("url_invalid", f"unsupported URL scheme {scheme!r}; use http or https")

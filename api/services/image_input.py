@@ -11,6 +11,7 @@ import os
 import tempfile
 import threading
 from typing import Protocol
+from urllib.parse import urlsplit
 
 from fastapi import UploadFile
 
@@ -30,7 +31,16 @@ def fetch_policy(settings: Settings) -> FetchPolicy:
         read_timeout_s=settings.fetch_timeout_s,
         retries=settings.fetch_retries,
         deadline_s=settings.fetch_deadline_s,
+        base_url=settings.image_base_url,
+        # The operator named this media server, so it may sit on the shop's private network.
+        trusted_hosts=frozenset({_host_port(settings.image_base_url)}) if settings.image_base_url else frozenset(),
     )
+
+
+def _host_port(url: str) -> str:
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.hostname}:{port}"
 
 
 def too_large(size: int, limit: int) -> RequestError:
