@@ -19,13 +19,44 @@ from encoder.errors import EncoderError
 def _serve(args: argparse.Namespace, settings: Settings) -> None:
     import uvicorn
 
+    from api.observability import logs
+
+    host, port = args.host or settings.host, args.port or settings.port
+    workers = args.workers or settings.workers
+    logs.configure(settings.log_format)
+    log_config = logs.uvicorn_log_config(settings.log_format)
+    # In JSON mode our middleware writes the access lines, with the request id; uvicorn's would
+    # be a second, id-less line per request.
+    access_log = settings.log_format != "json"
+    if workers > 1:
+        from api import workers as multi
+
+        metrics_dir = multi.prepare_metrics_dir()
+        try:
+            # Migrate and connect once, before binding the port: a bad database fails the command.
+            with _database(settings) as database:
+                database.check()
+                migrate.upgrade(database)
+            uvicorn.run(
+                "api.workers:app",
+                factory=True,
+                workers=workers,
+                host=host,
+                port=port,
+                log_config=log_config,
+                access_log=access_log,
+            )
+        finally:
+            multi.remove_metrics_dir(metrics_dir)
+        return
+
     from api.main import build_state, create_app
 
     # Migrate and connect before binding the port, so a bad database fails the command, not request one.
     state = build_state(settings)
     app = create_app(settings, state, embed_worker=True)
     try:
-        uvicorn.run(app, host=args.host or settings.host, port=args.port or settings.port, log_level="info")
+        uvicorn.run(app, host=host, port=port, log_config=log_config, access_log=access_log)
     finally:
         state.close()
 
@@ -68,6 +99,12 @@ def _db_category_indexes(args: argparse.Namespace, settings: Settings) -> None:
         policy = CategoryIndexPolicy(args.min_rows, policy.max_share, policy.max_indexes)
     with _database(settings) as database:
         print(sync(database, Catalog.from_settings(settings), policy).render())
+
+
+def _workers(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 64:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number from 1 to 64")
+    return int(value)
 
 
 def _lanes(value: str) -> int:
@@ -132,7 +169,11 @@ def _duplicates(args: argparse.Namespace, settings: Settings) -> None:
     from api.services.duplicates import DuplicateQuery, find_duplicates
 
     query = DuplicateQuery(
-        threshold=args.threshold, category=args.category, vectors=args.vectors, neighbours=args.neighbours
+        threshold=args.threshold,
+        category=args.category,
+        vectors=args.vectors,
+        neighbours=args.neighbours,
+        lanes=args.lanes,
     )
     query.check()
     with (
@@ -201,6 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="migrate the database and run the HTTP API")
     serve.add_argument("--host", help="bind address (default 127.0.0.1, or LOOKALIKE_HOST)")
     serve.add_argument("--port", type=int, help="port (default 8000, or LOOKALIKE_PORT)")
+    serve.add_argument(
+        "--workers",
+        type=_workers,
+        help="API processes on the port (default 1, or LOOKALIKE_WORKERS); they share the database, "
+        "Redis, the embedding queue and /metrics",
+    )
     serve.set_defaults(handler=_serve)
 
     encoder = commands.add_parser("encoder", help="the standalone encoder service")
@@ -292,6 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     duplicates.add_argument(
         "--neighbours", type=int, default=10, help="neighbours asked of the index per product (default 10)"
+    )
+    duplicates.add_argument(
+        "--lanes", type=int, default=2, help="batches searched at once, one connection each (default 2)"
     )
     duplicates.add_argument("--format", choices=["csv", "json"], default="csv")
     duplicates.add_argument("--output", "-o", default=None, help="write the report here instead of stdout")
