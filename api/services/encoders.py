@@ -41,6 +41,7 @@ class EncoderHub:
         self._clip: Encoder | None = None
         self._clip_reason: str | None = None
         self._clip_tried_at = 0.0
+        self._clip_reloading = False
         self._mobilenet: Encoder | None = None
         self._mobilenet_reason: str | None = None
         self._remote: RemoteEncoder | None = None
@@ -80,6 +81,24 @@ class EncoderHub:
             self._clip, self._clip_reason = None, str(exc)
             log.warning("CLIP unavailable, search runs in fallback modes: %s", exc)
 
+    def _reload_clip_in_background(self) -> None:
+        """Retry loading CLIP on a thread of its own: a load can take a minute, and it once ran
+        inside the request that noticed it was due, which waited for it. Requests meanwhile keep
+        being served by the fallback modes; one retry at a time, at most every RELOAD_AFTER_S."""
+        with self._lock:
+            if self._clip_reloading or time.monotonic() - self._clip_tried_at <= RELOAD_AFTER_S:
+                return
+            self._clip_reloading = True
+            self._clip_tried_at = time.monotonic()
+
+        def reload() -> None:
+            try:
+                self._load_clip()
+            finally:
+                self._clip_reloading = False
+
+        threading.Thread(target=reload, name="lookalike-clip-reload", daemon=True).start()
+
     def _load_mobilenet(self) -> None:
         try:
             self._mobilenet = build_mobilenet_encoder(self.settings.device, self.settings.batch_size)
@@ -101,9 +120,7 @@ class EncoderHub:
                 )
             return self._remote
         if self._clip is None and time.monotonic() - self._clip_tried_at > RELOAD_AFTER_S:
-            with self._lock:
-                if self._clip is None and time.monotonic() - self._clip_tried_at > RELOAD_AFTER_S:
-                    self._load_clip()
+            self._reload_clip_in_background()
         if self._clip is None:
             raise EncoderUnavailableError(self._clip_reason or "CLIP is not loaded")
         return self._clip
