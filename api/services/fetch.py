@@ -146,7 +146,8 @@ def check_host(host: str, port: int, allow_private: bool, resolver: Resolver = s
                 raise FetchError(
                     "url_forbidden", f"{host} resolves to {address}: {reason}; refusing to fetch it"
                 )
-    return [str(address) for address in parsed]
+    # IPv4-mapped answers are connected to as the IPv4 address they are.
+    return [str(getattr(address, "ipv4_mapped", None) or address) for address in parsed]
 
 
 # --- the pinned transport ----------------------------------------------------------------------
