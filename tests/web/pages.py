@@ -19,16 +19,26 @@ def open_search(page: Any, url: str) -> None:
     page.wait_for_selector("body[data-ready='true']")
 
 
+def is_search_response(response: Any) -> bool:
+    """A search, "more like this" or browse answer (not the product read of a restored link)."""
+    url = response.url
+    return "/api/v1/search" in url or "/similar" in url or "/api/v1/products?" in url
+
+
 def wait_for_search(page: Any, action: Any) -> dict[str, Any]:
     """Run an action that triggers one search and return the API's JSON answer once rendered."""
-    with page.expect_response(lambda r: "/api/v1/search" in r.url or "/similar" in r.url) as info:
+    with page.expect_response(is_search_response) as info:
         action()
     response = info.value
     body = response.json()
     page.wait_for_selector("#results[aria-busy='false']")
-    if response.ok and body["count"]:
+    if response.ok and body.get("count"):
         page.wait_for_selector(CARDS)
     return body
+
+
+def skus(page: Any) -> list[str]:
+    return page.eval_on_selector_all(CARDS, "nodes => nodes.map(n => n.dataset.sku)")
 
 
 def choose_photo(page: Any, photo: Path) -> dict[str, Any]:

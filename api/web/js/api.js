@@ -10,6 +10,9 @@ export class ApiError extends Error {
 
 const UNREACHABLE = "server_unreachable";
 
+/** A SKU as a URL path: "shoes/red 1" -> "shoes/red%201" (the routes take {sku:path}). */
+export const skuPath = (sku) => String(sku).split("/").map(encodeURIComponent).join("/");
+
 async function request(url, options = {}) {
   let response;
   try {
@@ -33,7 +36,8 @@ function decode(status, body) {
   if (status === 502 || status === 503 || status === 504) {
     throw new ApiError(status, UNREACHABLE, "The Lookalike server is not answering.");
   }
-  throw new ApiError(status, "http_" + status, `The server answered ${status}.`);
+  // No error envelope (a proxy's page, or an old server): keep the status, never show it raw.
+  throw new ApiError(status, "http_" + status, `HTTP ${status}`);
 }
 
 function appendFilters(form, filters) {
@@ -52,8 +56,21 @@ function jsonFilters(filters) {
   return out;
 }
 
-/** Search by image file (multipart), text (JSON), or both. */
-export function search({ file, text, alpha, filters, topK, offset }, signal) {
+/**
+ * Search by image file (multipart), text (JSON), or both. `photoSha` instead of `file` names a
+ * photo the server has searched with before (a shared link): no bytes are sent.
+ */
+export function search({ file, photoSha, text, alpha, filters, topK, offset }, signal) {
+  if (!file && photoSha) {
+    const body = { image_sha256: photoSha, top_k: topK, offset, filters: jsonFilters(filters) };
+    if (text) Object.assign(body, { text, alpha });
+    return request("/api/v1/search", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+      signal,
+    });
+  }
   if (file) {
     const form = new FormData();
     form.append("file", file, file.name || "photo");
@@ -79,8 +96,23 @@ export function similar(sku, { filters, topK, offset }, signal) {
   for (const category of filters.categories) params.append("category", category);
   if (filters.priceMin !== null) params.set("price_min", String(filters.priceMin));
   if (filters.priceMax !== null) params.set("price_max", String(filters.priceMax));
-  return request(`/api/v1/products/${encodeURIComponent(sku)}/similar?${params}`, { signal });
+  return request(`/api/v1/products/${skuPath(sku)}/similar?${params}`, { signal });
 }
+
+/** Browse the catalog without a query: one page of products under the filters, by `sort`. */
+export function browse({ filters, sort, cursor, limit }, signal) {
+  const params = new URLSearchParams({ limit: String(limit) });
+  for (const category of filters.categories) params.append("category", category);
+  if (filters.priceMin !== null) params.set("price_min", String(filters.priceMin));
+  if (filters.priceMax !== null) params.set("price_max", String(filters.priceMax));
+  if (Object.keys(filters.attributes).length) params.set("attributes", JSON.stringify(filters.attributes));
+  if (sort) params.set("sort", sort);
+  if (cursor) params.set("cursor", cursor);
+  return request(`/api/v1/products?${params}`, { signal });
+}
+
+/** One product by SKU (SKUs may hold "/": each path segment is encoded on its own). */
+export const product = (sku, signal) => request(`/api/v1/products/${skuPath(sku)}`, { signal });
 
 export const categories = () => request("/api/v1/categories");
 export const uiConfig = () => request("/ui/config.json");

@@ -13,6 +13,7 @@ export class Filters {
       priceMin: document.getElementById("price-min"),
       priceMax: document.getElementById("price-max"),
       chips: document.getElementById("attribute-chips"),
+      priceError: document.getElementById("price-error"),
     };
     this.el.category.addEventListener("change", () => this.onChange());
     let timer = null;
@@ -38,15 +39,44 @@ export class Filters {
     }
   }
 
-  /** Filters as the API client expects them; invalid prices are ignored rather than sent. */
+  /**
+   * What is wrong with the price fields, in words, or null. A wrong range is said, never quietly
+   * swapped or dropped: the shopper must see the filter that is actually applied.
+   */
+  priceProblem() {
+    const { priceMin, priceMax } = this.el;
+    const read = (input) => (input.value === "" ? null : Number(input.value));
+    const min = read(priceMin);
+    const max = read(priceMax);
+    const bad = (n, input) => input.validity.badInput || (n !== null && !Number.isFinite(n));
+    if (bad(min, priceMin) || bad(max, priceMax)) return { text: "Prices must be numbers.", fields: [priceMin, priceMax] };
+    if (min !== null && min < 0) return { text: "The minimum price can't be negative.", fields: [priceMin] };
+    if (max !== null && max < 0) return { text: "The maximum price can't be negative.", fields: [priceMax] };
+    if (min !== null && max !== null && min > max) {
+      return { text: "The minimum price is above the maximum.", fields: [priceMin, priceMax] };
+    }
+    return null;
+  }
+
+  /** Show (or clear) the price problem next to the fields; true when the prices are usable. */
+  checkPrices() {
+    const problem = this.priceProblem();
+    for (const input of [this.el.priceMin, this.el.priceMax]) {
+      input.setAttribute("aria-invalid", String(Boolean(problem && problem.fields.includes(input))));
+    }
+    this.el.priceError.textContent = problem ? problem.text : "";
+    this.el.priceError.hidden = !problem;
+    return !problem;
+  }
+
+  /** Filters as the API client expects them (prices already checked by checkPrices()). */
   value() {
     const price = (input) => {
       const n = input.value === "" ? NaN : Number(input.value);
       return Number.isFinite(n) && n >= 0 ? n : null;
     };
-    let priceMin = price(this.el.priceMin);
-    let priceMax = price(this.el.priceMax);
-    if (priceMin !== null && priceMax !== null && priceMin > priceMax) [priceMin, priceMax] = [priceMax, priceMin];
+    const priceMin = price(this.el.priceMin);
+    const priceMax = price(this.el.priceMax);
     const attributes = {};
     for (const [key, value] of this.selectedAttributes.values()) attributes[key] = value;
     const category = this.el.category.value;
@@ -63,6 +93,25 @@ export class Filters {
     this.el.priceMin.value = "";
     this.el.priceMax.value = "";
     this.selectedAttributes.clear();
+    this.checkPrices();
+    this.renderChips([]);
+  }
+
+  /** Put filters read from the address bar into the fields (no onChange). */
+  set({ category = "", priceMin = null, priceMax = null, attributes = {} }) {
+    const select = this.el.category;
+    if (category && ![...select.options].some((o) => o.value === category)) {
+      const option = document.createElement("option");
+      option.value = category;
+      option.textContent = category;
+      select.append(option);
+    }
+    select.value = category;
+    this.el.priceMin.value = priceMin ?? "";
+    this.el.priceMax.value = priceMax ?? "";
+    this.selectedAttributes.clear();
+    for (const [key, value] of Object.entries(attributes)) this.selectedAttributes.set(chipKey(key, value), [key, value]);
+    this.checkPrices();
     this.renderChips([]);
   }
 
