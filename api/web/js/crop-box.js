@@ -187,7 +187,7 @@ export class CropBox {
     this.root.classList.toggle("is-full", this.isFull);
     const crop = this.crop;
     this.boxEl.setAttribute(
-      "aria-valuetext",
+      "aria-description", // aria-valuetext is not allowed on role=group (axe: aria-allowed-attr)
       this.isFull ? "whole photo" : `${crop.width} by ${crop.height} pixels at ${crop.x}, ${crop.y}`,
     );
   }
