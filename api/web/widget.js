@@ -65,6 +65,11 @@ const TEMPLATE = `
   </dialog>
 </div>`;
 
+// Parsed once, detached: the shadow root's own innerHTML would take the host's context, and a
+// host inside the shop's <form> would silently drop the widget's nested <form>.
+const PARSED = document.createElement("template");
+PARSED.innerHTML = `<style>${CSS}</style>${TEMPLATE}`;
+
 const firstImage = (items) => {
   for (const item of items || []) {
     const file = item instanceof File ? item : item.kind === "file" ? item.getAsFile() : null;
@@ -89,7 +94,7 @@ export class LookalikeSearch extends HTMLElement {
   constructor() {
     super();
     const root = this.attachShadow({ mode: "open" });
-    root.innerHTML = `<style>${CSS}</style>${TEMPLATE}`;
+    root.append(PARSED.content.cloneNode(true));
     const $ = (selector) => root.querySelector(selector);
     this.el = {
       root: $(".lk"), trigger: $(".trigger"), triggerText: $(".trigger span"), dialog: $("dialog"),
