@@ -92,12 +92,12 @@ def warm_searches(catalog: Catalog, column: str) -> TextClause:
     """``:count`` nearest-neighbour searches in one statement, for vectors drawn at random from a
     sample of the table's pages (not the whole table: ``ORDER BY random()`` over it would read
     every row)."""
-    table = catalog.qualified
+    table, key = catalog.qualified, f'"{catalog.key}"'
     return text(
-        f"SELECT count(DISTINCT sample.id) FROM ("
-        f"  SELECT id, {column} AS v FROM {table} TABLESAMPLE SYSTEM (:percent)"
+        f"SELECT count(DISTINCT sample.k) FROM ("
+        f"  SELECT {key} AS k, {column} AS v FROM {table} TABLESAMPLE SYSTEM (:percent)"
         f"  WHERE {column} IS NOT NULL ORDER BY random() LIMIT :count"
-        f") sample, LATERAL (SELECT id FROM {table} t ORDER BY t.{column} <=> sample.v LIMIT 10) nearest"
+        f") sample, LATERAL (SELECT t.{key} FROM {table} t ORDER BY t.{column} <=> sample.v LIMIT 10) nearest"
     )
 
 

@@ -25,7 +25,7 @@ def embedding_stats(
                        AS fb_stale,
                    count(*) FILTER (WHERE fallback_embedding IS NULL) AS fb_missing,
                    count(*) FILTER (WHERE embed_error IS NOT NULL) AS failed,
-                   count(*) FILTER (WHERE image_url IS NULL) AS without_image
+                   count(*) FILTER (WHERE {catalog.image_source_sql} IS NULL) AS without_image
             FROM {catalog.qualified}
             """
         ),

@@ -33,6 +33,13 @@ def stats(request: Request, state: AppState = Depends(app_state)) -> dict[str, A
     lookups = cache.hits + cache.misses
     return {
         **catalog,
+        "catalog": {
+            "table": state.catalog.qualified,
+            # Where products are edited: the admin page says so instead of offering an upload form.
+            "managed_by": "shop" if state.catalog.attached else "lookalike",
+            "mapped_fields": sorted(state.catalog.mapped),
+            "visible_where": state.catalog.visible_where,
+        },
         "cache": {
             **cache.health(),
             "hits": cache.hits,

@@ -26,6 +26,7 @@ from api.db.embedding_queue import WantedModels, reset_sources
 from api.db.product_batches import StoredImage, stored_images, upsert_products
 from api.db.stats import product_count
 from api.db.vector_indexes import deferred
+from api.errors import LookalikeError
 from api.services.embedding import sha256_hex
 from api.services.image_input import save_image
 from api.services.ingest.progress import BatchResult, Failure, Tally
@@ -82,6 +83,11 @@ def sync_items(
 ) -> int:
     """Upsert the products in batches; returns how many rows were inserted or changed."""
     settings, catalog = worker.settings, worker.catalog
+    if catalog.attached:
+        raise LookalikeError(
+            "this catalog is the shop's own table (LOOKALIKE_FIELD_* mappings): products are written "
+            "by the shop; run `lookalike ingest --embed-only` to embed them"
+        )
     written = 0
     for chunk in _chunks(items, SYNC_BATCH):
         rows: list[tuple[str, dict[str, object]]] = []
