@@ -11,6 +11,7 @@ what differs, so changing ``LOOKALIKE_TEXT_LANGUAGE`` or a ``LOOKALIKE_FIELD_*``
 from __future__ import annotations
 
 import logging
+import unicodedata
 
 from sqlalchemy import Connection, text
 
@@ -38,15 +39,28 @@ def sync(conn: Connection, catalog: Catalog) -> list[str]:
     return rebuilt
 
 
-def unaccent_available(conn: Connection) -> bool:
-    """Whether ``lookalike_unaccent`` really folds accents (it is the identity where the server
-    has no ``unaccent`` extension)."""
-    return bool(conn.execute(text("SELECT 1 FROM pg_extension WHERE extname = 'unaccent'")).scalar())
+def _folding_table() -> tuple[str, str]:
+    """(accented, plain) letters for ``translate()``: every Latin letter with diacritics (Latin-1,
+    Extended-A/B, and Extended Additional, which holds Vietnamese) mapped to its base letter."""
+    special = {"đ": "d", "Đ": "D", "ø": "o", "Ø": "O", "ł": "l", "Ł": "L", "\u0131": "i", "ħ": "h", "Ħ": "H"}
+    accented, plain = [], []
+    for code in [*range(0xC0, 0x250), *range(0x1E00, 0x1F00)]:
+        char = chr(code)
+        base = special.get(char) or unicodedata.normalize("NFD", char)[0]
+        if base != char and base.isascii() and base.isalpha():
+            accented.append(char)
+            plain.append(base)
+    return "".join(accented), "".join(plain)
 
 
-def install_unaccent(conn: Connection, catalog: Catalog) -> bool:
-    """Create ``lookalike_unaccent(text)``: accent folding where the server allows the extension,
-    else the identity (and a warning), so every query and column can call it either way."""
+def install_unaccent(conn: Connection, catalog: Catalog) -> str:
+    """Create ``lookalike_unaccent(text)``, which every document column and query calls.
+
+    With the ``unaccent`` extension (installed here where the server has it and the role may),
+    it folds with unaccent's rules; without it, with ``translate()`` over every Latin letter with
+    diacritics, so "robe ete" still finds "Robe d'été" and "ao so mi" finds "Áo sơ mi" on any
+    server. Returns which one serves (``unaccent`` or ``translate``).
+    """
     available = (
         conn.execute(text("SELECT 1 FROM pg_available_extensions WHERE name = 'unaccent'")).scalar()
         is not None
@@ -57,10 +71,8 @@ def install_unaccent(conn: Connection, catalog: Catalog) -> bool:
             with conn.begin_nested():
                 conn.execute(text("CREATE EXTENSION IF NOT EXISTS unaccent"))
             installed = True
-        except Exception as exc:  # no privilege: matching still works, accents just count
-            log.warning("unaccent is available but could not be installed (%s): accents will matter", exc)
-    else:
-        log.warning("this PostgreSQL server has no unaccent extension: full-text matching keeps accents")
+        except Exception as exc:  # no privilege: the translate() table folds instead
+            log.warning("unaccent could not be installed (%s): folding accents with translate()", exc)
     if installed:
         ext_schema = conn.execute(
             text(
@@ -70,14 +82,26 @@ def install_unaccent(conn: Connection, catalog: Catalog) -> bool:
         ).scalar_one()
         body = f'SELECT "{ext_schema}".unaccent(\'"{ext_schema}".unaccent\'::regdictionary, $1)'
     else:
-        body = "SELECT $1"
+        accented, plain = _folding_table()
+        body = f"SELECT translate($1, '{accented}', '{plain}')"
     conn.execute(
         text(
             f"CREATE OR REPLACE FUNCTION {catalog.unaccent_function}(text) RETURNS text "
             f"LANGUAGE sql IMMUTABLE PARALLEL SAFE STRICT AS $fn$ {body} $fn$"
         )
     )
-    return installed
+    return "unaccent" if installed else "translate"
+
+
+def accent_folding(conn: Connection, catalog: Catalog) -> str | None:
+    """How accents are folded in this catalog's schema (``unaccent``, ``translate``), or None."""
+    source = conn.execute(
+        text("SELECT prosrc FROM pg_proc WHERE oid = to_regprocedure(:f)"),
+        {"f": f"{catalog.unaccent_function}(text)"},
+    ).scalar()
+    if source is None:
+        return None
+    return "unaccent" if "unaccent(" in source else "translate"
 
 
 def _comment(conn: Connection, sql: str, params: dict[str, str]) -> str | None:
