@@ -29,6 +29,8 @@ class LoopbackServer:
         self.headers = headers or {"Content-Type": "image/jpeg"}
         self.connections = 0
         self.hosts: list[str] = []
+        self.durations: list[float] = []
+        """Seconds each connection lasted, until the client went away or the body was sent."""
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self.sock = socket.create_server(("127.0.0.1", 0), backlog=128)
@@ -51,6 +53,13 @@ class LoopbackServer:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
+        start = time.monotonic()
+        try:
+            self._answer(conn)
+        finally:
+            self.durations.append(time.monotonic() - start)
+
+    def _answer(self, conn: socket.socket) -> None:
         with conn, contextlib.suppress(OSError):
             conn.settimeout(5)
             request = b""

@@ -1,0 +1,224 @@
+"""Bounded time and memory per request, over a real uvicorn server on 127.0.0.1:
+
+- 48 searches whose image_url trickles one byte at a time: the admitted downloads end by the
+  total deadline, the rest are refused at once, and health and text search keep answering;
+- request bodies are refused by size while they are read (a 1 GiB chunked upload is cut off
+  without ever being spooled to a temporary file);
+- searches beyond the admission limit get 503 ``overloaded`` with ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from api.main import build_state, create_app
+from api.middleware.body_limit import request_body_limit
+from api.settings import Settings
+from api.state import AppState
+from tests.api.services.net_servers import LoopbackServer, wait_until
+from tests.support import free_port
+
+JPEG = b"\xff\xd8\xff\xe0" + b"\0" * 400
+DEADLINE_S = 2.0
+FETCH_CONCURRENCY = 8
+MAX_UPLOAD = 1_000_000
+
+
+@dataclass
+class Live:
+    url: str
+    state: AppState
+    settings: Settings
+
+
+@pytest.fixture(scope="module")
+def live(create_database: Callable[[], str], make_settings: Callable[..., Settings]) -> Iterator[Live]:
+    settings = make_settings(
+        database_url=create_database(),
+        admin_token="t",
+        allow_private_urls=True,
+        fetch_timeout_s=1.0,
+        fetch_retries=2,
+        fetch_deadline_s=DEADLINE_S,
+        fetch_concurrency=FETCH_CONCURRENCY,
+        max_upload_bytes=MAX_UPLOAD,
+        max_inflight=2,
+        admission_wait_ms=20,
+    )
+    state = build_state(settings)
+    config = uvicorn.Config(
+        create_app(settings, state), host="127.0.0.1", port=free_port(), log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    assert wait_until(lambda: server.started, 60)
+    try:
+        yield Live(f"http://127.0.0.1:{config.port}", state, settings)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        state.close()
+
+
+def test_trickling_downloads_end_by_the_deadline_and_never_starve_other_routes(live: Live) -> None:
+    trickle = LoopbackServer(JPEG, trickle_s=0.25)
+    outcomes: list[tuple[int, str, float]] = []
+
+    shared = httpx.Client(base_url=live.url, timeout=60, limits=httpx.Limits(max_connections=64))
+
+    def slow_search(_: int) -> None:
+        start = time.monotonic()
+        response = shared.post("/api/v1/search", json={"image_url": trickle.url()})
+        outcomes.append((response.status_code, response.json()["error"]["code"], time.monotonic() - start))
+
+    try:
+        with ThreadPoolExecutor(48) as pool:
+            futures = [pool.submit(slow_search, i) for i in range(48)]
+            assert wait_until(lambda: trickle.connections >= FETCH_CONCURRENCY, 10)
+            with httpx.Client(base_url=live.url, timeout=30) as client:
+                for _ in range(3):
+                    start = time.monotonic()
+                    assert client.get("/api/v1/health").status_code == 200
+                    health_s = time.monotonic() - start
+                    start = time.monotonic()
+                    text = client.post("/api/v1/search", json={"text": "red dress"})
+                    text_s = time.monotonic() - start
+                    assert text.status_code == 200, text.text
+                    assert health_s < 1.0 and text_s < 1.0, (health_s, text_s)
+            for future in futures:
+                future.result()
+    finally:
+        trickle.close()
+        shared.close()
+    codes = [code for _, code, _ in outcomes]
+    assert len(outcomes) == 48
+    assert set(codes) <= {"url_timeout", "overloaded"}, codes
+    assert codes.count("url_timeout") >= FETCH_CONCURRENCY  # every admitted download hit the deadline
+    assert trickle.connections == codes.count("url_timeout")  # no retry after the deadline
+    # Each download was cut off by its deadline (the server sees the client go at its next byte);
+    # requests that queued for a worker thread behind the first ones started theirs later.
+    assert wait_until(lambda: len(trickle.durations) == trickle.connections, 5)
+    assert max(trickle.durations) < DEADLINE_S + 0.75, trickle.durations
+    assert all(status == (422 if code == "url_timeout" else 503) for status, code, _ in outcomes)
+    # Client-side times include 48 connections opening at once on a shared machine (and this
+    # process's own threads): bounded, not tight.
+    assert max(elapsed for _, _, elapsed in outcomes) < 3 * DEADLINE_S + 2, sorted(e for _, _, e in outcomes)
+
+
+def _raw_request(url: str, head: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=30)
+    sock.sendall(head.encode())
+    return sock
+
+
+def _read_response(sock: socket.socket) -> tuple[int, dict[str, str], dict[str, Any]]:
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), {k.lower(): v for k, v in headers.items()}, json.loads(body)
+
+
+def test_a_1_gib_chunked_upload_is_refused_without_being_written(
+    live: Live, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spooled: list[object] = []
+    real_temporary_file = tempfile.TemporaryFile
+
+    def counting_temporary_file(*args: Any, **kwargs: Any) -> Any:
+        spooled.append(args)  # a multipart spool rolling over to disk would come through here
+        return real_temporary_file(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", counting_temporary_file)
+    limit = request_body_limit(live.settings)
+    sock = _raw_request(
+        live.url,
+        "POST /api/v1/search/image HTTP/1.1\r\nHost: test\r\n"
+        "Content-Type: multipart/form-data; boundary=xyz\r\nTransfer-Encoding: chunked\r\n\r\n",
+    )
+    preamble = b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n'
+    preamble += b"Content-Type: image/jpeg\r\n\r\n" + JPEG
+    chunk = b"\0" * (1 << 20)
+    sent = 0
+    with sock:
+        sock.sendall(b"%x\r\n%s\r\n" % (len(preamble), preamble))
+        try:
+            while sent < 1 << 30:
+                if select.select([sock], [], [], 0)[0]:
+                    break  # the server has answered
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                sent += len(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        status, headers, body = _read_response(sock)
+    assert status == 413 and body["error"]["code"] == "request_too_large"
+    assert headers["connection"] == "close"
+    assert sent < limit + 16 * (1 << 20)  # cut off near the limit (plus socket buffers), not 1 GiB
+    assert spooled == []  # nothing of it reached a temporary file
+
+
+def test_a_declared_oversized_body_is_refused_before_reading(live: Live) -> None:
+    sock = _raw_request(
+        live.url,
+        "POST /api/v1/search HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        "Content-Length: 2147483648\r\n\r\n",
+    )
+    with sock:
+        status, _, body = _read_response(sock)
+    assert status == 413 and body["error"]["code"] == "request_too_large"
+
+
+def test_oversized_json_is_refused_declared_or_chunked(live: Live) -> None:
+    limit = request_body_limit(live.settings)
+    big = json.dumps({"text": "x", "image": "A" * (limit + 10)}).encode()
+    with httpx.Client(base_url=live.url, timeout=30) as client:
+        declared = client.post("/api/v1/search", content=big, headers={"content-type": "application/json"})
+        assert declared.status_code == 413 and declared.json()["error"]["code"] == "request_too_large"
+
+        def pieces() -> Iterator[bytes]:
+            for start in range(0, len(big), 65536):
+                yield big[start : start + 65536]
+
+        chunked = client.post(
+            "/api/v1/search", content=pieces(), headers={"content-type": "application/json"}
+        )
+        assert chunked.status_code == 413 and chunked.json()["error"]["code"] == "request_too_large"
+    with httpx.Client(base_url=live.url, timeout=30) as client:  # the server is fine afterwards
+        assert client.post("/api/v1/search", json={"text": "red dress"}).status_code == 200
+
+
+def test_searches_beyond_the_admission_limit_get_a_fast_503(live: Live) -> None:
+    gate = live.state.search.gate  # type: ignore[attr-defined]
+    refused_before = gate.refused
+    with httpx.Client(base_url=live.url, timeout=30) as client:
+        with gate.admit(), gate.admit():  # the two slots the server admits are taken
+            busy = client.post("/api/v1/search", json={"text": "red dress"})
+            similar = client.get("/api/v1/products/nope/similar")
+            health = client.get("/api/v1/health")
+        after = client.post("/api/v1/search", json={"text": "red dress"})
+    assert busy.status_code == 503 and busy.json()["error"]["code"] == "overloaded"
+    assert busy.headers["retry-after"] == "1"
+    assert similar.status_code == 503
+    assert health.status_code == 200  # health is never gated
+    assert after.status_code == 200
+    assert gate.refused == refused_before + 2 and gate.inflight == 0
