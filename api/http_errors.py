@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import DatabaseUnavailableError, RequestError
 from api.input_checks import path_problem
+from api.openapi import install_openapi
 from api.services.fetch import FetchError
 from api.services.search import NothingCanServeError
 from encoder.errors import EncoderUnavailableError, InvalidImageError
@@ -115,6 +116,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return response
 
     app.add_middleware(ExceptionBoundary)
+    install_openapi(app)  # documents these answers (api/openapi.py)
 
 
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -147,7 +149,7 @@ class ExceptionBoundary:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        problem = path_problem(scope.get("path", ""))
+        problem = path_problem(scope.get("path", ""), scope.get("query_string", b""))
         if problem is not None:
             await _respond(*problem)(scope, receive, send)
             return

@@ -73,14 +73,17 @@ def check_value(value: Any, depth: int = 0) -> Any:
     return value  # nested models validate themselves; other types are checked by their own field
 
 
-def path_problem(path: str) -> tuple[int, str, str] | None:
-    """Why a request path can name nothing on this server: ``(status, code, message)``, or None.
+def path_problem(path: str, query_string: bytes = b"") -> tuple[int, str, str] | None:
+    """Why a request's URL can name nothing on this server: ``(status, code, message)``, or None.
 
-    Applied to every request (api/http_errors.py) so no route has to remember it: a NUL byte is a
-    malformed request (400), a component no file system can hold names nothing (404).
+    Applied to every request (api/http_errors.py) so no route has to remember it: a NUL byte in the
+    path or in a query parameter is a malformed request (400; no text column can hold it), a path
+    component no file system can hold names nothing (404).
     """
     if "\x00" in path:
         return 400, "invalid_path", "the request path must not contain NUL (%00) bytes"
+    if b"%00" in query_string:  # a raw NUL cannot reach here: the HTTP parser refuses it
+        return 400, "invalid_query", "query parameters must not contain NUL (%00) bytes"
     for part in path.split("/"):
         if len(part.encode("utf-8", "surrogatepass")) > MAX_COMPONENT_BYTES:
             return (

@@ -4,15 +4,30 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Self
+from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from api.input_checks import check_value
 
 SKU_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
 MAX_PRICE = Decimal("9999999999.99")
 """The largest numeric(12,2): a bigger price filter overflows PostgreSQL's numeric (a 500 before)."""
+Price = Annotated[
+    Decimal,
+    Field(ge=0, le=MAX_PRICE, decimal_places=2),
+    # pydantic documents a Decimal's string form as any string; say what is accepted.
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0, "maximum": float(MAX_PRICE)},
+                {"type": "string", "pattern": r"^[0-9]{1,10}(\.[0-9]{1,2})?$"},
+            ]
+        }
+    ),
+]
+"""A price or price bound: finite, 0 <= p <= MAX_PRICE, at most 2 decimals (12-digit numeric)."""
 
 
 class Checked(BaseModel):
@@ -34,8 +49,8 @@ class Strict(Checked):
 
 class SearchFilters(Strict):
     category: str | list[str] | None = Field(default=None, description="one category or a list of them")
-    price_min: Decimal | None = Field(default=None, ge=0, le=MAX_PRICE, decimal_places=2)
-    price_max: Decimal | None = Field(default=None, ge=0, le=MAX_PRICE, decimal_places=2)
+    price_min: Price | None = None
+    price_max: Price | None = None
     attributes: dict[str, Any] | None = Field(
         default=None, description='JSON containment, e.g. {"color": "red"}', examples=[{"color": "red"}]
     )
@@ -63,6 +78,15 @@ class CropBox(Strict):
 
 
 class SearchRequest(Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        # What _one_query enforces, stated where clients (and schemathesis) read it.
+        json_schema_extra={
+            "anyOf": [{"required": ["image"]}, {"required": ["image_url"]}, {"required": ["text"]}],
+            "not": {"required": ["image", "image_url"]},
+        },
+    )
+
     image: str | None = Field(default=None, description="base64 image bytes, or a data: URL")
     image_url: str | None = Field(default=None, max_length=2048)
     text: str | None = Field(default=None, max_length=512)
@@ -141,7 +165,7 @@ class ProductIn(Strict):
     name: str = Field(default="", max_length=500)
     description: str = Field(default="", max_length=20_000)
     category: str | None = Field(default=None, max_length=200)
-    price: Decimal | None = Field(default=None, ge=0, max_digits=12, decimal_places=2)
+    price: Price | None = None
     currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
     attributes: dict[str, Any] = Field(default_factory=dict)
     image_url: str | None = Field(default=None, max_length=2048)
@@ -152,16 +176,19 @@ class ProductIn(Strict):
 
 
 class ProductPatch(Strict):
-    name: str | None = Field(default=None, max_length=500)
-    description: str | None = Field(default=None, max_length=20_000)
+    # SkipJsonSchema[None]: absent means "unchanged", but null is refused (below: these columns
+    # are NOT NULL), so the document must not offer null for them. The constraints sit inside
+    # the str branch, where pydantic can apply them.
+    name: Annotated[str, Field(max_length=500)] | SkipJsonSchema[None] = None
+    description: Annotated[str, Field(max_length=20_000)] | SkipJsonSchema[None] = None
     category: str | None = Field(default=None, max_length=200)
-    price: Decimal | None = Field(default=None, ge=0, max_digits=12, decimal_places=2)
-    currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
-    attributes: dict[str, Any] | None = None
+    price: Price | None = None
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] | SkipJsonSchema[None] = None
+    attributes: dict[str, Any] | SkipJsonSchema[None] = None
     image_url: str | None = Field(default=None, max_length=2048)
     url: str | None = Field(default=None, max_length=2048)
 
-    @field_validator("name", "currency", "attributes")
+    @field_validator("name", "description", "currency", "attributes")
     @classmethod
     def _not_null(cls, value: Any) -> Any:
         if value is None:

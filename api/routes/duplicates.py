@@ -20,7 +20,12 @@ from api.state import AppState, app_state
 router = APIRouter(tags=["catalog"])
 
 
-@router.get("/api/v1/duplicates", dependencies=[Depends(require_admin)], response_model=None)
+@router.get(
+    "/api/v1/duplicates",
+    dependencies=[Depends(require_admin)],
+    response_model=None,
+    responses={200: {"content": {"application/json": {}, "text/csv": {"schema": {"type": "string"}}}}},
+)
 def duplicates(
     threshold: float | None = Query(
         None, ge=0, le=MAX_THRESHOLD, description="cosine distance cut (default: per vectors)"

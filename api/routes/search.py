@@ -14,7 +14,7 @@ from pydantic import AfterValidator, ValidationError
 from api.db.search import Filters, Page
 from api.errors import RequestError
 from api.input_checks import check_text
-from api.schemas import CropBox, SearchFilters, SearchRequest, SearchResponse
+from api.schemas import CropBox, Price, SearchFilters, SearchRequest, SearchResponse
 from api.services.image_input import crop_image, decode_base64_image, image_from_url, read_upload
 from api.services.search import SearchQuery, SearchResult
 from api.state import AppState, app_state
@@ -129,8 +129,8 @@ def similar(
     top_k: Annotated[int, Query(ge=1, le=100)] = 12,
     offset: Annotated[int, Query(ge=0, le=10_000)] = 0,
     category: Annotated[list[str] | None, Query()] = None,
-    price_min: Annotated[Decimal | None, Query(ge=0)] = None,
-    price_max: Annotated[Decimal | None, Query(ge=0)] = None,
+    price_min: Annotated[Price | None, Query()] = None,
+    price_max: Annotated[Price | None, Query()] = None,
     state: AppState = Depends(app_state),
 ) -> JSONResponse:
     filters = SearchFilters(category=category or None, price_min=price_min, price_max=price_max)
