@@ -182,3 +182,74 @@ def test_dataset_jpeg_decodes_exactly_like_pil(sample_jpegs: list[Path]) -> None
         ours = np.asarray(_decode(path.read_bytes(), target_size=224))
         with Image.open(path) as reference:
             assert np.array_equal(ours, np.asarray(reference.convert("RGB")))
+
+
+RSS_PROBE = """
+import resource, sys
+from encoder.images import decode_image
+data = open(sys.argv[1], "rb").read()
+target = int(sys.argv[2]) or None
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+image = decode_image(data, max_pixels=40_000_000, target_size=target)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(image.size[0], image.size[1], (after - before) // 1024)
+"""
+
+
+@pytest.mark.parametrize("target_size", [224, 0])
+def test_a_16_bit_40_mpx_png_costs_under_300_mib(tmp_path: Path, target_size: int) -> None:
+    # The hostile file of issue 14: a tiny 16-bit PNG of ~40 Mpx once cost +1.2 GiB to decode.
+    import subprocess
+    import sys
+
+    width, height = 7290, 5450
+    ramp = np.broadcast_to((np.arange(width, dtype=np.uint32) * 9 % 65536).astype(np.uint16), (height, width))
+    path = tmp_path / "deep.png"
+    Image.fromarray(np.ascontiguousarray(ramp)).save(path, compress_level=1)
+    assert path.stat().st_size < 1_000_000
+    probe = subprocess.run(
+        [sys.executable, "-c", RSS_PROBE, str(path), str(target_size)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    out_w, out_h, grown_mib = map(int, probe.stdout.split())
+    assert grown_mib < 300, grown_mib
+    if target_size:
+        assert min(out_w, out_h) >= target_size and out_w < width  # reduced, never below the target
+        assert out_w * height == pytest.approx(out_h * width, rel=0.01)
+    else:
+        assert (out_w, out_h) == (width, height)
+
+
+def test_reduced_high_bit_depth_matches_scaling_then_resizing() -> None:
+    # Box-reducing before scaling to 8 bits gives what scaling and then box-reducing would.
+    ramp = np.tile(np.linspace(0, 65535, 1024).astype(np.uint16), (512, 1))
+    data = _save(Image.fromarray(ramp), "PNG")
+    reduced = np.asarray(_decode(data, target_size=128))[..., 0].astype(int)
+    full = np.asarray(_decode(data).convert("L").reduce(4)).astype(int)
+    assert reduced.shape == (128, 256)
+    assert np.abs(reduced - full).max() <= 1
+
+
+def test_exif_orientation_survives_the_reduction() -> None:
+    # A large transparent PNG is reduced before compositing; its EXIF turn must still apply.
+    image = Image.new("RGBA", (1200, 600), (255, 0, 0, 255))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    decoded = _decode(_save(image, "PNG", exif=exif), target_size=224)
+    assert decoded.size[0] < decoded.size[1]  # upright: portrait
+    assert min(decoded.size) >= 224
+
+
+def test_the_pixel_budget_counts_bytes_per_pixel() -> None:
+    # 32-bit float pixels cost 4 bytes each (+1 for the 8-bit result): 40 Mpx is over budget,
+    # while 8-bit grayscale at the same size is not refused by the budget.
+    header = _png_with_declared_size(7000, 5700)
+    with pytest.raises(InvalidImageError) as caught:
+        decode_image(_save(Image.new("F", (4000, 4000)), "TIFF"), max_pixels=16_000_000)
+    assert caught.value.code == "image_too_large" and "MiB" in caught.value.message
+    with pytest.raises(InvalidImageError) as bomb:
+        _decode(header)  # declared 39.9 Mpx of L: passes the budget, then fails as truncated
+    assert bomb.value.code == "truncated_image"
