@@ -83,6 +83,7 @@ def test_schemathesis_finds_no_server_error_and_no_spec_mismatch(service_url: st
         "--report-dir",
         str(tmp_path),
     ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    # cwd: schemathesis keeps a cache of past failures in ./.schemathesis; each run starts clean.
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-20_000:]
