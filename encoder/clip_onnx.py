@@ -20,7 +20,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import open_clip
@@ -44,10 +44,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RUNTIMES = ("auto", "torch", "onnx", "onnx-int8")
+RUNTIMES = ("auto", "torch", "onnx", "onnx-int8", "openvino", "openvino-bf16", "openvino-int8")
 """``auto``: the fastest of onnx-int8 / onnx / torch that passes parity here (torch on CUDA).
 ``onnx``: fp32 ONNX for both towers. ``onnx-int8``: int8 image tower, and the int8 text tower
-where it passes parity (fp32 text otherwise)."""
+where it passes parity (fp32 text otherwise). ``openvino*``: the same exported graphs compiled
+by OpenVINO (:mod:`encoder.openvino_clip`); measured slower than ``onnx-int8`` on the AMD
+EPYC (Zen 4) this project benchmarks on (docs/benchmarks.md), so ``auto`` does not pick them."""
 
 PARITY_MIN_COSINE = 0.999
 """Every probe embedding must be at least this close to the torch fp32 one."""
@@ -66,6 +68,12 @@ PROBE_TEXTS = [
     "floral skirt",
 ]
 """Short and long queries; the int8 text tower must keep every one of them within parity."""
+
+
+class TowerSession(Protocol):
+    """What a forward pass needs from a compiled tower: ONNX Runtime's ``InferenceSession.run``."""
+
+    def run(self, output_names: None, input_feed: dict[str, np.ndarray]) -> list[np.ndarray]: ...
 
 
 def default_cache_dir() -> Path:
@@ -88,8 +96,8 @@ class OnnxClipEncoder(ClipEncoder):
     def __init__(
         self,
         base: ClipEncoder,
-        visual: ort.InferenceSession,
-        text: ort.InferenceSession,
+        visual: TowerSession,
+        text: TowerSession,
         *,
         runtime: str,
         text_runtime: str,
@@ -135,7 +143,12 @@ def accelerate(
             log.warning("CLIP runtime %s is CPU-only; using torch on %s", runtime, base.device)
         return base
     try:
-        fast = _build(base, runtime, cache_dir or default_cache_dir(), weights_key)
+        if runtime.startswith("openvino"):
+            from encoder.openvino_clip import build_openvino
+
+            fast = build_openvino(base, runtime, cache_dir or default_cache_dir(), weights_key)
+        else:
+            fast = _build(base, runtime, cache_dir or default_cache_dir(), weights_key)
     except Exception as exc:  # never crash the service over an optimisation
         log.warning("CLIP runtime %s unavailable, using torch fp32: %s", runtime, exc)
         return base
@@ -185,9 +198,21 @@ def _tower(
     order: list[str],
     export: Callable[[Path], None],
     quantize: Callable[[Path, Path], None],
-    parity: Callable[[ort.InferenceSession], float],
-) -> tuple[str, ort.InferenceSession]:
-    """The first of ``order`` (``onnx-int8`` / ``onnx``) whose file for ``tower`` passes parity."""
+    parity: Callable[[TowerSession], float],
+    *,
+    open_session: Callable[[Path], TowerSession] | None = None,
+    int8_name: str = "int8",
+    names: tuple[str, str] = ("onnx-int8", "onnx"),
+    runtime_tag: str = "",
+) -> tuple[str, TowerSession]:
+    """The first of ``order`` (``names``: int8, fp32) whose file for ``tower`` passes parity.
+
+    ``open_session`` turns a file into something with ONNX Runtime's ``run(None, feeds)``
+    (default: an ORT session; :mod:`encoder.openvino_clip` passes its own), ``int8_name`` is the
+    int8 file's suffix: runtimes that want a different int8 graph keep it in its own file.
+    ``runtime_tag`` names the rejection notes of a runtime that shares files with another: a
+    graph OpenVINO's bf16 fails is not thereby rejected for ONNX Runtime.
+    """
     fp32 = folder / f"{tower}-fp32.onnx"
 
     def build_int8(path: Path) -> None:
@@ -195,12 +220,12 @@ def _tower(
             export(fp32)
         quantize(fp32, path)
 
-    builds = {"onnx-int8": (folder / f"{tower}-int8.onnx", build_int8), "onnx": (fp32, export)}
+    builds = {names[0]: (folder / f"{tower}-{int8_name}.onnx", build_int8), names[1]: (fp32, export)}
     reasons = []
     for name in order:
         path, build = builds[name]
         try:
-            return name, _artifact(path, build, parity)
+            return name, _artifact(path, build, parity, open_session or _session, runtime_tag)
         except Exception as exc:
             reasons.append(f"{tower} {name}: {exc}")
             log.info("CLIP %s tower: %s not used: %s", tower, name, exc)
@@ -234,14 +259,18 @@ def _reference(
 
 
 def _artifact(
-    path: Path, build: Callable[[Path], None], parity: Callable[[ort.InferenceSession], float]
-) -> ort.InferenceSession:
+    path: Path,
+    build: Callable[[Path], None],
+    parity: Callable[[TowerSession], float],
+    open_session: Callable[[Path], TowerSession],
+    runtime_tag: str = "",
+) -> TowerSession:
     """Open ``path`` (building it if absent) and prove it matches torch; rebuild a bad cache once.
 
     A build whose fresh output misses parity (int8 on weights it does not suit) leaves a
     ``.rejected`` note, so later starts skip it instead of re-quantising every time.
     """
-    rejected = path.with_suffix(".rejected")
+    rejected = path.with_name(f"{path.stem}{runtime_tag}.rejected")
     if rejected.is_file():
         raise EncoderUnavailableError(f"rejected earlier: {rejected.read_text().strip()}")
     for attempt in ("cached", "fresh"):
@@ -250,7 +279,7 @@ def _artifact(
             log.info("exporting %s (first start with this model; cached afterwards)", path)
             build(path)
         try:
-            session = _session(path)
+            session = open_session(path)
             cosine = parity(session)
         except Exception as exc:
             problem = f"unusable: {exc}"
@@ -287,11 +316,11 @@ def _session(path: Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def _run(session: ort.InferenceSession, name: str, batch: torch.Tensor) -> torch.Tensor:
+def _run(session: TowerSession, name: str, batch: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(session.run(None, {name: batch.numpy()})[0])
 
 
-def _probe_texts(session: ort.InferenceSession, tokens: torch.Tensor) -> np.ndarray:
+def _probe_texts(session: TowerSession, tokens: torch.Tensor) -> np.ndarray:
     """Each probe text trimmed on its own and in a batch: both must match the 77-token reference."""
     alone = np.concatenate([_run(session, "tokens", trim_tokens(row[None])).numpy() for row in tokens])
     together = _run(session, "tokens", trim_tokens(tokens)).numpy()

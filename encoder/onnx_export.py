@@ -139,6 +139,15 @@ def quantize_text_int8(source: Path, target: Path) -> None:
     _atomic(target, write)
 
 
+def quantize_blockwise_int8(source: Path, target: Path) -> None:
+    """:func:`quantize_text_int8`'s format for any tower: what OpenVINO runs as compressed weights.
+
+    OpenVINO (:mod:`encoder.openvino_clip`) maps ``MatMulNBits`` onto its weight-compressed
+    matmuls, while it decomposes :func:`quantize_visual_int8`'s ``MatMulInteger`` graph to fp32.
+    """
+    quantize_text_int8(source, target)
+
+
 def _export(
     module: torch.nn.Module, example: torch.Tensor, name: str, axes: dict[int, str], target: Path
 ) -> None:

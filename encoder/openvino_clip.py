@@ -1,0 +1,136 @@
+"""CLIP on OpenVINO: the graphs :mod:`encoder.clip_onnx` exports, compiled by OpenVINO's CPU plugin.
+
+Issue 20 asked whether OpenVINO beats ONNX Runtime on our CPUs. It reads the same ONNX files,
+so it costs no second exporter, and it goes through the same gate: every tower is compared
+with the torch fp32 reference on the fixed probe before it serves, and anything that fails
+falls back (int8 text to fp32 text, the whole runtime to torch) with the reason logged.
+
+Three variants, selectable with ``LOOKALIKE_CLIP_RUNTIME``:
+
+- ``openvino``: fp32 graphs, fp32 arithmetic.
+- ``openvino-bf16``: fp32 graphs, bf16 arithmetic where the CPU has it (AVX-512 BF16, AMX).
+- ``openvino-int8``: weight-only int8 in blocks of 32 (``MatMulNBits``, the format the int8 text
+  tower already uses); OpenVINO runs these as compressed-weight matmuls and quantises the
+  activations per group at run time. The image tower gets its own file: ONNX Runtime's int8
+  image graph (``DynamicQuantizeLinear`` + ``MatMulInteger``) is decomposed to fp32 by
+  OpenVINO and ran 4x slower than it does in ONNX Runtime here.
+
+On the AMD EPYC (Zen 4, 2 cores) this project is measured on, ONNX Runtime's int8 image tower
+stays the fastest correct one (docs/benchmarks.md), so ``auto`` keeps choosing it; these are
+here for CPUs where OpenVINO's kernels are the better ones (Intel with AMX), to be measured
+there with ``bench/encode.py --clip-runtimes ...,openvino-int8``.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from encoder.clip import ClipEncoder
+from encoder.clip_onnx import (
+    PROBE_TEXTS,
+    OnnxClipEncoder,
+    _cache_key,
+    _min_cosine,
+    _probe_pixels,
+    _probe_texts,
+    _reference,
+    _run,
+    _tower,
+)
+from encoder.errors import EncoderUnavailableError
+from encoder.onnx_export import export_text, export_visual, quantize_blockwise_int8, text_trimmable
+
+PRECISION = {"openvino": "f32", "openvino-bf16": "bf16", "openvino-int8": "f32"}
+"""OpenVINO's ``INFERENCE_PRECISION_HINT`` per runtime (int8 weights still do fp32 elsewhere)."""
+
+
+class OpenVinoSession:
+    """One compiled tower with ONNX Runtime's ``run(None, feeds)``, so OnnxClipEncoder can call it.
+
+    An infer request is not safe to share between threads; passes are already serialised by
+    the encoder's forward queues, the lock only makes that hold for any other caller too.
+    """
+
+    def __init__(self, compiled: Any) -> None:
+        self._request = compiled.create_infer_request()
+        self._lock = threading.Lock()
+
+    def run(self, output_names: None, input_feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        with self._lock:
+            result = self._request.infer(input_feed)  # outputs are copies (share_outputs=False)
+            return [np.asarray(result[0])]
+
+
+def compile_tower(path: Path, precision: str, blob_cache: Path) -> OpenVinoSession:
+    """Compile ``path`` for this CPU; compiled blobs are cached (a warm start skips the 5-12 s).
+
+    Threads as for ONNX Runtime: the cores torch was given. Pinning is off, because other
+    processes (PostgreSQL, a second API worker) share those cores and a pinned pool waits
+    for a core that is busy instead of taking one that is free.
+    """
+    import openvino as ov
+
+    core = ov.Core()
+    config = {
+        "INFERENCE_PRECISION_HINT": precision,
+        "INFERENCE_NUM_THREADS": torch.get_num_threads(),
+        "PERFORMANCE_HINT": "LATENCY",
+        "NUM_STREAMS": 1,
+        "ENABLE_CPU_PINNING": False,
+        "CACHE_DIR": str(blob_cache),
+    }
+    return OpenVinoSession(core.compile_model(str(path), "CPU", config))
+
+
+def build_openvino(base: ClipEncoder, runtime: str, cache_dir: Path, weights_key: str) -> OnnxClipEncoder:
+    """``base`` with both forward passes on OpenVINO ``runtime``; raises when it cannot serve."""
+    if runtime not in PRECISION:
+        raise ValueError(f"unknown OpenVINO runtime {runtime!r}; use one of {', '.join(PRECISION)}")
+    import openvino  # noqa: F401 -- fail here, with the reason logged, if it is missing
+
+    model = base._model
+    why_not = text_trimmable(model)
+    if why_not is not None:
+        raise EncoderUnavailableError(why_not)
+    folder = cache_dir / _cache_key(base.model_id, weights_key)
+    probe_pixels = _probe_pixels(base)
+    probe_tokens = base._tokenizer(PROBE_TEXTS)
+    want_image, want_text = _reference(folder / "probe-reference.npz", model, probe_pixels, probe_tokens)
+    image_size = probe_pixels.shape[-1]
+    blobs = folder / "openvino-blobs"
+
+    def open_session(path: Path) -> OpenVinoSession:
+        return compile_tower(path, PRECISION[runtime], blobs)
+
+    int8, fp32 = ("openvino-int8", "openvino") if runtime != "openvino-bf16" else ("-", runtime)
+    text_runtime, text = _tower(
+        folder,
+        "text",
+        [int8, fp32] if runtime == "openvino-int8" else [fp32],
+        lambda path: export_text(model, path),
+        quantize_blockwise_int8,  # the same file as ONNX Runtime's int8 text tower
+        lambda s: _min_cosine(_probe_texts(s, probe_tokens), want_text),
+        open_session=open_session,
+        names=(int8, fp32),
+        runtime_tag=f".{runtime}",
+    )
+    image_runtime, visual = _tower(
+        folder,
+        "visual",
+        [runtime],
+        lambda path: export_visual(model, image_size, path),
+        quantize_blockwise_int8,
+        lambda s: _min_cosine(_run(s, "pixels", probe_pixels).numpy(), want_image),
+        open_session=open_session,
+        int8_name="int8-blockwise",
+        names=(int8, fp32),
+        runtime_tag=f".{runtime}",
+    )
+    return OnnxClipEncoder(
+        base, visual, text, runtime=image_runtime, text_runtime=text_runtime, artifacts=folder
+    )
