@@ -71,10 +71,11 @@ class CropBox(Strict):
     """The part of the query photo to search on, in pixels of the photo as displayed (EXIF
     orientation applied), origin top-left. A box reaching outside the photo is a 422."""
 
-    x: float = Field(ge=0)
-    y: float = Field(ge=0)
-    width: float = Field(gt=0)
-    height: float = Field(gt=0)
+    # strict: numbers only (the schema says number); `true` is not a 1-pixel box.
+    x: float = Field(ge=0, strict=True)
+    y: float = Field(ge=0, strict=True)
+    width: float = Field(gt=0, strict=True)
+    height: float = Field(gt=0, strict=True)
 
 
 class SearchRequest(Strict):
