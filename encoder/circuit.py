@@ -69,6 +69,18 @@ class CircuitBreaker:
                 f"(last: {self.last_error}); next probe in {remaining:.1f}s"
             )
 
+    def allow(self) -> bool:
+        """``before_call`` without the exception: True when a call may go ahead (for callers
+        that have somewhere else to go, like a pool of instances or of read replicas)."""
+        with self._lock:
+            state = self._state()
+            if state == "closed":
+                return True
+            if state == "half_open" and not self._probe_in_flight:
+                self._probe_in_flight = True
+                return True
+            return False
+
     def record_success(self) -> None:
         with self._lock:
             self._failures = 0

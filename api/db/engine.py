@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +16,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, Program
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.db.embedded import embedded_database_url
+from api.db.replicas import ReplicaSet, build_replicas, replica_read
 from api.errors import DatabaseUnavailableError
 from api.settings import Settings
 
@@ -210,6 +211,28 @@ class Database:
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.availability = Availability(f"PostgreSQL at {self.display_url}")
         map_unavailability(self.engine, self.availability, self.display_url)
+        self.replicas: ReplicaSet | None = None
+        if settings.database_replica_urls:
+            try:
+                self.replicas = build_replicas(
+                    settings.database_replica_urls,
+                    lambda raw: (sqlalchemy_url(raw), redacted(sqlalchemy_url(raw))),
+                    {
+                        "pool_size": settings.db_pool_size,
+                        "max_overflow": settings.db_pool_size,
+                        "pool_pre_ping": True,
+                        # Short: a replica that does not answer is skipped, the primary is right there.
+                        "connect_args": {"connect_timeout": 2, "application_name": "lookalike-read"},
+                    },
+                    settings.replica_max_lag_s,
+                    settings.replica_circuit_reset_s,
+                )
+            except DatabaseUnavailableError:
+                raise
+            except Exception as exc:
+                raise DatabaseUnavailableError(
+                    f"LOOKALIKE_DATABASE_REPLICA_URLS has an unusable PostgreSQL URL ({exc})"
+                ) from exc
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
@@ -234,10 +257,20 @@ class Database:
         with self.engine.begin() as conn:
             yield conn
 
-    @contextmanager
-    def read(self) -> Iterator[Connection]:
+    def read(self) -> AbstractContextManager[Connection]:
         """A transaction for reads only, ended by ROLLBACK: SET LOCALs still apply inside it, and
-        no commit is counted as a catalog write (api.services.catalog_version)."""
+        no commit is counted as a catalog write (api.services.catalog_version).
+
+        With read replicas configured this is where shopper reads leave the primary: the
+        connection comes from the next usable replica, and moves to the primary mid-read if
+        that replica goes away (api.db.replicas)."""
+        if self.replicas:
+            return replica_read(self.replicas, self.primary_read)
+        return self.primary_read()
+
+    @contextmanager
+    def primary_read(self) -> Iterator[Connection]:
+        """``read()`` on the primary whatever the replicas: for reads that must see the latest write."""
         with self.engine.connect() as conn:
             yield conn  # closing a connection mid-transaction rolls it back
 
@@ -263,3 +296,5 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self.replicas:
+            self.replicas.dispose()

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse
 
+from api.db.catalog_objects import accent_folding
 from api.db.products import categories
 from api.db.stats import embedding_stats
 from api.errors import RequestError
@@ -20,7 +21,7 @@ router = APIRouter(tags=["catalog"])
 
 @router.get("/api/v1/categories")
 def list_categories(state: AppState = Depends(app_state)) -> dict[str, Any]:
-    with state.database.engine.connect() as conn:
+    with state.database.read() as conn:  # a shopper read: a replica when there are some
         rows = categories(conn, state.catalog)
     return {"categories": [{"name": name, "count": count} for name, count in rows]}
 
@@ -29,6 +30,7 @@ def list_categories(state: AppState = Depends(app_state)) -> dict[str, Any]:
 def stats(request: Request, state: AppState = Depends(app_state)) -> dict[str, Any]:
     with state.database.engine.connect() as conn:
         catalog = embedding_stats(conn, state.catalog, state.hub.clip_model_id, state.hub.mobilenet_model_id)
+        folding = accent_folding(conn, state.catalog)
     cache = state.cache
     lookups = cache.hits + cache.misses
     return {
@@ -39,6 +41,8 @@ def stats(request: Request, state: AppState = Depends(app_state)) -> dict[str, A
             "managed_by": "shop" if state.catalog.attached else "lookalike",
             "mapped_fields": sorted(state.catalog.mapped),
             "visible_where": state.catalog.visible_where,
+            "text_language": state.catalog.text_language,
+            "accent_folding": folding,
         },
         "cache": {
             **cache.health(),

@@ -55,7 +55,7 @@ def _queue_depth(state: AppState) -> None:
 
 def _pools(state: AppState) -> None:
     databases: list[tuple[str, Any, Any]] = [("primary", state.database.engine, state.database.availability)]
-    databases += [(r.name, r.engine, r.availability) for r in getattr(state.database, "replicas", ())]
+    databases += [(r.name, r.engine, r.availability) for r in (state.database.replicas or ())]
     for name, engine, availability in databases:
         pool = engine.pool
         in_use = pool.checkedout() if hasattr(pool, "checkedout") else 0

@@ -24,6 +24,9 @@ def database_health(state: AppState) -> dict[str, Any]:
 def health_report(state: AppState) -> tuple[bool, dict[str, Any]]:
     """Return (search can be served, report). Degraded = serving, but not at full strength."""
     components = {"database": database_health(state), **state.hub.health(), "cache": state.cache.health()}
+    if state.database.replicas:
+        # Each replica with its lag; one down or lagging is "degraded": the primary serves its reads.
+        components["replicas"] = state.database.replicas.health()
     database_up = components["database"]["status"] == "ok"
     # Text search always has full-text; image search needs one of the two image encoders.
     image_search = components["clip"]["status"] == "ok" or components["fallback_encoder"]["status"] == "ok"

@@ -46,7 +46,7 @@ class ProductService:
         self.hub = hub
 
     def get(self, sku: str) -> Product:
-        with self.database.engine.connect() as conn:
+        with self.database.read() as conn:  # a shopper read: a replica when there are some
             product = get_product(conn, self.catalog, sku)
         if product is None:
             raise not_found(sku)
