@@ -17,7 +17,7 @@ from api.http_errors import install_error_handlers
 from api.middleware import admit_search
 from api.middleware import install as install_guards
 from api.observability.middleware import ObservabilityMiddleware
-from api.routes import catalog, compat, duplicates, health, products, search, web
+from api.routes import browse, catalog, compat, duplicates, health, products, search, web
 from api.routes import metrics as metrics_routes
 from api.services.cache import build_cache
 from api.services.encoders import EncoderHub
@@ -100,6 +100,7 @@ def create_app(
     for module in (health, metrics_routes, search, products, catalog, compat, web):
         app.include_router(module.router)
     app.include_router(duplicates.router)  # admin: near-identical photos (issue 16)
+    app.include_router(browse.router)  # shoppers browse a category without a query (issue 15)
     # Outside the guards, so error answers of public reads (413, 503, 4xx) carry the CORS headers too.
     app.add_middleware(CorsMiddleware, origins=settings.cors_origins)
     # Outermost: the request id and the HTTP metrics cover every answer, CORS and 503s included.

@@ -68,43 +68,93 @@ export function renderStats(container, stats) {
   container.replaceChildren(totals, ...rows);
 }
 
-const DONE_KEYS = ["done", "processed", "embedded", "completed", "ok"];
-const TOTAL_KEYS = ["total", "queued_total", "expected"];
+const WORKER_STATES = {
+  running: "Embedding new and changed photos now.",
+  idle: "Up to date: waiting for new or changed photos.",
+  error: "Stopped by an error; it retries by itself.",
+  stopped: "Not running.",
+  off: "Not running in this process (an ingest command or another server embeds instead).",
+};
 
-/** The ingest/precompute progress block, whatever its exact shape: a bar when it has done/total. */
+const REASON_WORDS = {
+  not_an_image: "not an image",
+  truncated_image: "damaged or incomplete image",
+  image_too_large: "image too large",
+  empty_image: "empty file",
+  unsupported_format: "unsupported image format",
+  fetch_failed: "download failed",
+  not_found: "image not found",
+};
+
+const plural = (n, one, many = `${one}s`) => `${n.toLocaleString()} ${n === 1 ? one : many}`;
+
+/** The background worker, in sentences: what it is doing, what it did, and what went wrong. */
 export function renderIngest(container, ingest) {
   if (!ingest || typeof ingest !== "object") {
     container.hidden = true;
     return;
   }
-  container.replaceChildren(el("h3", "", "Ingest / precompute"));
-  const done = DONE_KEYS.map((k) => ingest[k]).find((v) => typeof v === "number");
-  const whole = TOTAL_KEYS.map((k) => ingest[k]).find((v) => typeof v === "number");
-  if (done !== undefined && whole) {
-    const share = pct(done, whole);
-    container.append(bar([["embedded", share]], `${done} of ${whole} done`), el("div", "legend", `${done} / ${whole} (${share}%)`));
+  container.replaceChildren(el("h3", "", "Background embedding"));
+  container.append(el("p", "worker-state", WORKER_STATES[ingest.state] || `State: ${ingest.state}.`));
+  const lines = [];
+  if (typeof ingest.pending === "number") {
+    lines.push(ingest.pending ? `${plural(ingest.pending, "photo")} waiting to be embedded.` : "Nothing waiting.");
   }
-  const list = el("dl");
-  for (const [key, value] of Object.entries(ingest)) {
-    list.append(el("dt", "", key.replaceAll("_", " ")));
-    list.append(el("dd", "", typeof value === "object" && value !== null ? JSON.stringify(value) : String(value)));
+  const did = [];
+  if (ingest.embedded) did.push(`${plural(ingest.embedded, "photo")} embedded`);
+  if (ingest.unchanged) did.push(`${ingest.unchanged.toLocaleString()} unchanged`);
+  if (ingest.skipped) did.push(`${ingest.skipped.toLocaleString()} skipped`);
+  if (ingest.failed) did.push(`${ingest.failed.toLocaleString()} failed`);
+  if (did.length) {
+    const rate = ingest.images_per_s ? ` (${ingest.images_per_s} photos/s)` : "";
+    lines.push(`Since the server started: ${did.join(", ")}${rate}.`);
   }
-  container.append(list);
+  if (ingest.last_batch_at) lines.push(`Last batch: ${new Date(ingest.last_batch_at).toLocaleString()}.`);
+  for (const line of lines) container.append(el("p", "", line));
+  const reasons = Object.entries(ingest.failure_reasons || {});
+  if (reasons.length) {
+    const list = el("ul", "failure-reasons");
+    for (const [code, count] of reasons) list.append(el("li", "", `${plural(count, "photo")}: ${REASON_WORDS[code] || code.replaceAll("_", " ")}`));
+    container.append(el("p", "", "Why photos failed:"), list);
+  }
+  if (ingest.last_error) container.append(el("p", "worker-error", `Last error: ${ingest.last_error}`));
   container.hidden = false;
 }
 
+const COMPONENT_NAMES = {
+  database: "Database",
+  clip: "CLIP (main search)",
+  fallback_encoder: "MobileNetV2 (fallback search)",
+  cache: "Result cache",
+  replicas: "Read replicas",
+};
+
+/** What a component being down means for shoppers, in words. */
+const CONSEQUENCES = {
+  clip: "Photo searches use the basic visual match and word searches use keyword matching until CLIP is back.",
+  fallback_encoder: "If CLIP also fails, photo searches cannot be served.",
+  cache: "Searches are answered without the cache (slower, still correct).",
+  database: "Nothing can be searched.",
+};
+
 export function renderHealth(container, report) {
-  const rows = [["Overall", report.status]];
+  const rows = [];
+  const overall = el("div", "health-row");
+  overall.append(el("span", "", "Overall"), el("span", `status-${report.status}`, report.status));
+  rows.push(overall);
   for (const [name, component] of Object.entries(report.components || {})) {
-    rows.push([name.replaceAll("_", " "), component.status || "unknown", component.reason]);
+    const status = component.status || "unknown";
+    const row = el("div", "health-row");
+    row.dataset.component = name;
+    row.append(el("span", "", COMPONENT_NAMES[name] || name.replaceAll("_", " ")), el("span", `status-${status}`, status));
+    rows.push(row);
+    if (status !== "ok" && (component.reason || CONSEQUENCES[name])) {
+      // The technical reason, spelled out on the page (not hidden in a tooltip), and what it means.
+      const detail = el("div", "health-reason");
+      if (component.reason) detail.append(el("p", "", `Why: ${component.reason}`));
+      if (CONSEQUENCES[name]) detail.append(el("p", "", CONSEQUENCES[name]));
+      rows.push(detail);
+    }
   }
-  container.replaceChildren(
-    ...rows.map(([name, status, reason]) => {
-      const row = el("div", "health-row");
-      const value = el("span", `status-${status}`, status);
-      if (reason) value.title = reason;
-      row.append(el("span", "", name), value);
-      return row;
-    }),
-  );
+  container.replaceChildren(...rows);
 }

@@ -112,7 +112,7 @@ export class UploadQueue {
         if (share < 1) this.update(item, "uploading", `Uploading ${Math.round(share * 100)}%`, share * 0.8);
         else this.update(item, "embedding", "Embedding…", 0.85);
       });
-      const label = product.embed_error ? "Saved, not embedded" : "Added";
+      const label = product.embed_error ? "Saved, not embedded" : product.created === false ? "Updated" : "Added";
       this.update(item, product.embed_error ? "failed" : "done", label, 1);
       item.dataset.sku = product.sku;
       if (product.embed_error) this.note(item, product.embed_error);

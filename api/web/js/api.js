@@ -143,7 +143,10 @@ export function uploadProduct(token, fields, file, onProgress) {
     xhr.upload.onload = () => onProgress(1);
     xhr.onload = () => {
       try {
-        resolve(decode(xhr.status, xhr.responseText));
+        const product = decode(xhr.status, xhr.responseText);
+        // 201: a new product; 200: an existing SKU replaced ("Updated" on the admin page).
+        if (product && typeof product === "object") product.created = xhr.status === 201;
+        resolve(product);
       } catch (error) {
         reject(error);
       }
