@@ -107,6 +107,7 @@ JSON_SEARCH_CASES: dict[str, Any] = {
     "score_threshold true": {"text": "dress", "score_threshold": True},
     "top_k true": {"text": "dress", "top_k": True},
     "alpha as a string": {"text": "dress", "alpha": "0.5"},
+    "crop with a boolean": {"image_url": "dress.jpg", "crop": {"x": True, "y": 0, "width": 9, "height": 9}},
     "attributes nested too deep": {
         "text": "dress",
         "filters": {"attributes": json.loads('{"a":' * 40 + "1" + "}" * 40)},
@@ -125,6 +126,7 @@ RAW_SEARCH_CASES = {
     "Infinity in attributes": '{"text": "dress", "filters": {"attributes": {"weight": [1, -Infinity]}}}',
     "number overflowing to inf": '{"text": "dress", "filters": {"price_min": 1e999999}}',
     "NaN alpha": '{"text": "dress", "alpha": NaN}',
+    "crop at infinity": '{"image_url": "dress.jpg", "crop": {"x": 0, "y": 0, "width": Infinity, "height": 9}}',
     "lone surrogate in category": '{"text": "dress", "filters": {"category": "\\ud800"}}',
     "lone surrogate in text": '{"text": "dress \\udfff"}',
     "lone surrogate in an attribute key": '{"text": "d", "filters": {"attributes": {"\\udbff": 1}}}',
