@@ -27,6 +27,17 @@ def _reason(exc: DBAPIError) -> str:
 
 def check_catalog(conn: Connection, catalog: Catalog) -> None:
     """Raise :class:`CatalogConfigError` for the first bad setting; never writes."""
+    if (
+        conn.execute(
+            text("SELECT 1 FROM pg_ts_config WHERE cfgname = :c"), {"c": catalog.text_language}
+        ).scalar()
+        is None
+    ):
+        known = ", ".join(conn.execute(text("SELECT cfgname FROM pg_ts_config ORDER BY 1")).scalars())
+        raise CatalogConfigError(
+            f"LOOKALIKE_TEXT_LANGUAGE: this server has no text search configuration "
+            f"{catalog.text_language!r} (it has: {known})"
+        )
     exists = conn.execute(text("SELECT to_regclass(:t)"), {"t": catalog.qualified}).scalar()
     if exists is None:
         if catalog.attached:

@@ -33,6 +33,7 @@ CASES = {
         "not boolean",
     ),
     "missing table": ({"LOOKALIKE_PRODUCTS_TABLE": "produkt"}, "LOOKALIKE_PRODUCTS_TABLE", "does not exist"),
+    "unknown language": ({"LOOKALIKE_TEXT_LANGUAGE": "klingon"}, "LOOKALIKE_TEXT_LANGUAGE", "klingon"),
     "key that is not unique": ({"LOOKALIKE_KEY_COLUMN": "status"}, "LOOKALIKE_KEY_COLUMN", "not unique"),
 }
 
