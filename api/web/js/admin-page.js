@@ -40,6 +40,11 @@ async function refresh() {
     const stats = await api.stats(token);
     renderStats($("stats"), stats);
     renderIngest($("ingest"), stats.ingest);
+    // A shop-owned table is read-only here: say where products are edited instead of offering uploads.
+    const shopManaged = stats.catalog?.managed_by === "shop";
+    $("shop-managed").hidden = !shopManaged;
+    $("upload-panel").hidden = shopManaged;
+    if (shopManaged) $("shop-table").textContent = stats.catalog.table;
     $("stats-updated").textContent = `Updated ${new Date().toLocaleTimeString()}`;
   } catch (error) {
     if (error.status === 401 || error.status === 403) {
