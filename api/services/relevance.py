@@ -1,0 +1,158 @@
+"""Honest numbers for search results: a match shown relative to the best hit, pages that end where
+the matches end, and words that still count when CLIP is down.
+
+A raw cosine means different things per model and per query kind (CLIP photo-to-photo cosines of
+unrelated products sit around 0.5, text-to-photo ones around 0.2, MobileNetV2 ones higher still,
+random-weight test models near 0.9), so "29% match" from one and "80% match" from another say
+nothing. Each vector search therefore measures its own background: the mean similarity of the
+query to a fixed sample of the catalog, i.e. what "unrelated" scores for this model and query.
+A hit's ``match`` is where it sits between that background (0) and the best hit (1). Hits below
+``MATCH_FLOOR`` are not matches: the page stops there and ``next_offset`` is null, so "Load more"
+ends when the matches end instead of paging through the whole catalog. The raw ``score`` stays in
+every hit for API users.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+from sqlalchemy import func, select, text
+from sqlalchemy.engine import Connection
+
+from api.db.catalog import Catalog
+from api.db.search import Page, VectorColumn, VectorQuery
+
+MATCH_FLOOR = 0.3
+"""Hits whose match (0 = the catalog's background, 1 = the best hit) is below this end the list."""
+BACKGROUND_SAMPLE = 256
+"""Rows the background is measured on: enough for a stable mean (its spread is ~1/16 of the rows')."""
+RERANK_POOL = 200
+"""Photo candidates the words re-rank in a fallback hybrid search (each page re-ranks the same pool)."""
+
+RunPage = Callable[[Page], list[dict[str, Any]]]
+
+
+def background(conn: Connection, catalog: Catalog, query: VectorQuery) -> float | None:
+    """Mean cosine similarity of the query vector to the first BACKGROUND_SAMPLE embedded rows.
+
+    The rows are the table's first in physical order: arbitrary with respect to any query, the
+    same for every page of a search, and read without a sort (~0.3 ms for 256 rows).
+    """
+    column = query.column.value
+    model_column = "image_model" if query.column is VectorColumn.CLIP else "fallback_model"
+    table = catalog.qualified
+    model_clause = f"AND {model_column} = :model" if query.model_id is not None else ""
+    statement = text(
+        f"SELECT avg(1 - ({column} <=> CAST(:vector AS vector))) FROM "
+        f"(SELECT {column} FROM {table} WHERE {column} IS NOT NULL {model_clause} LIMIT :n) AS sample"
+    )
+    params: dict[str, Any] = {
+        "vector": "[" + ",".join(f"{v:.7g}" for v in np.asarray(query.vector, dtype=np.float32)) + "]",
+        "n": BACKGROUND_SAMPLE,
+    }
+    if query.model_id is not None:
+        params["model"] = query.model_id
+    value = conn.execute(statement, params).scalar()
+    return float(value) if value is not None else None
+
+
+def with_matches(
+    hits: list[dict[str, Any]], best: float | None, floor_score: float | None, page: Page
+) -> tuple[list[dict[str, Any]], bool]:
+    """Give every hit its ``match`` and cut the page at MATCH_FLOOR; True when the list ended here."""
+    if best is None:
+        return hits, False
+    spread = best - floor_score if floor_score is not None else best
+    ended = False
+    kept: list[dict[str, Any]] = []
+    for hit in hits:
+        if floor_score is None or spread <= 1e-9:
+            match = hit["score"] / best if best > 0 else 1.0
+        else:
+            match = (hit["score"] - floor_score) / spread
+        match = min(1.0, max(0.0, match))
+        if floor_score is not None and spread > 1e-9 and match < MATCH_FLOOR:
+            ended = True
+            break
+        kept.append({**hit, "match": round(match, 4)})
+    return kept, ended or len(hits) < page.top_k
+
+
+def vector_page(
+    conn: Connection, catalog: Catalog, query: VectorQuery, page: Page, run: RunPage
+) -> list[dict[str, Any]]:
+    """One page of a vector search with matches; a page cut short by the floor has fewer rows than
+    top_k, which is what tells the API (and "Load more") that the matches ended."""
+    hits = run(page)
+    if not hits:
+        return hits
+    best = hits[0]["score"] if page.offset == 0 else None
+    if best is None:
+        top = run(replace(page, top_k=1, offset=0))
+        best = top[0]["score"] if top else hits[0]["score"]
+    kept, _ = with_matches(hits, best, background(conn, catalog, query), page)
+    return kept
+
+
+def text_page(hits: list[dict[str, Any]], best: float | None) -> list[dict[str, Any]]:
+    """Full-text hits all contain the words: their match is the rank relative to the best one."""
+    top = best if best is not None else (hits[0]["score"] if hits else None)
+    if not top:
+        return [{**hit, "match": 1.0} for hit in hits]
+    return [{**hit, "match": round(min(1.0, max(0.0, hit["score"] / top)), 4)} for hit in hits]
+
+
+def word_ranks(conn: Connection, catalog: Catalog, keys: list[Any], words: str) -> dict[Any, float]:
+    """ts_rank_cd of each candidate's text for the shopper's words (0 when they do not match)."""
+    if not keys:
+        return {}
+    tsquery = text(catalog.tsquery_sql(":words")).bindparams(words=words)
+    rank = func.ts_rank_cd(catalog.document(), tsquery)
+    statement = select(catalog.key_column.label("id"), rank.label("rank")).where(catalog.key_column.in_(keys))
+    return {row.id: float(row.rank or 0.0) for row in conn.execute(statement)}
+
+
+def reranked_page(
+    conn: Connection,
+    catalog: Catalog,
+    query: VectorQuery,
+    page: Page,
+    words: str,
+    alpha: float,
+    run: RunPage,
+) -> list[dict[str, Any]]:
+    """Photo + words when CLIP is down: MobileNetV2's photo candidates re-ranked by the words.
+
+    The same pool (the RERANK_POOL nearest by the photo, under the filters) is re-ranked for every
+    page, so pages follow each other. Each candidate's photo similarity and word rank are scaled to
+    0..1 within the pool and mixed by the slider: alpha * photo + (1 - alpha) * words. A candidate
+    whose text does not mention the words keeps its photo part only, so the words move matching
+    products up without hiding the photo's best matches.
+    """
+    pool_size = max(RERANK_POOL, page.offset + page.top_k)
+    pool = run(replace(page, top_k=pool_size, offset=0))
+    if not pool:
+        return pool
+    ranks = word_ranks(conn, catalog, [hit["id"] for hit in pool], words)
+    scores = [hit["score"] for hit in pool]
+    low, high = min(scores), max(scores)
+    top_rank = max(ranks.values(), default=0.0)
+
+    def mixed(hit: dict[str, Any]) -> float:
+        photo = (hit["score"] - low) / (high - low) if high > low else 1.0
+        word = ranks.get(hit["id"], 0.0) / top_rank if top_rank > 0 else 0.0
+        return alpha * photo + (1 - alpha) * word
+
+    ordered = sorted(pool, key=mixed, reverse=True)
+    best_mix = mixed(ordered[0]) or 1.0
+    floor = background(conn, catalog, query)
+    out: list[dict[str, Any]] = []
+    for hit in ordered[page.offset : page.offset + page.top_k]:
+        photo_match = (hit["score"] - floor) / (high - floor) if floor is not None and high > floor else 1.0
+        if ranks.get(hit["id"], 0.0) <= 0 and photo_match < MATCH_FLOOR:
+            break  # neither the words nor the photo make it a match: the list ends here
+        out.append({**hit, "match": round(min(1.0, max(0.0, mixed(hit) / best_mix)), 4)})
+    return out
