@@ -53,6 +53,9 @@ class EncoderHub:
                 read_timeout=settings.encoder_timeout_s,
                 failure_threshold=settings.encoder_circuit_failures,
                 reset_after_s=settings.encoder_circuit_reset_s,
+                # Each health probe re-reads the model of every instance; one serving another
+                # model is left out (encoder.client), so its vectors never meet the catalog's.
+                expected_model=settings.clip_model,
             )
 
     def load(self) -> None:
