@@ -57,22 +57,51 @@ def browser() -> Iterator[object]:
         browser.close()
 
 
-def open_page(browser: object, viewport: dict[str, int]) -> Iterator[object]:
+def open_page(browser: object, viewport: dict[str, int], errors: list[str] | None = None) -> Iterator[object]:
+    """A page in its own context; script errors and console errors go to ``errors``.
+
+    "Failed to load resource" lines are the browser noting a 4xx/5xx answer, which several tests
+    cause on purpose (a refused photo, a link to a photo the server no longer has); every other
+    console error or uncaught exception counts.
+    """
     context = browser.new_context(viewport=viewport, device_scale_factor=1)  # type: ignore[attr-defined]
     page = context.new_page()
     page.set_default_timeout(30_000)
+    if errors is not None:
+        page.on("pageerror", lambda exc: errors.append(f"uncaught: {exc}"))
+        page.on(
+            "console",
+            lambda m: (
+                errors.append(m.text)
+                if m.type == "error" and "Failed to load resource" not in m.text
+                else None
+            ),
+        )
     yield page
     context.close()
 
 
 @pytest.fixture
-def page(browser: object) -> Iterator[object]:
-    yield from open_page(browser, DESKTOP)
+def console_errors() -> list[str]:
+    """What the test's pages logged as errors (see open_page)."""
+    return []
 
 
 @pytest.fixture
-def phone_page(browser: object) -> Iterator[object]:
-    yield from open_page(browser, PHONE)
+def no_console_errors(console_errors: list[str]) -> Iterator[None]:
+    """Use in a module (pytestmark) to fail its tests on any console error of their pages."""
+    yield
+    assert not console_errors, f"console errors: {console_errors}"
+
+
+@pytest.fixture
+def page(browser: object, console_errors: list[str]) -> Iterator[object]:
+    yield from open_page(browser, DESKTOP, console_errors)
+
+
+@pytest.fixture
+def phone_page(browser: object, console_errors: list[str]) -> Iterator[object]:
+    yield from open_page(browser, PHONE, console_errors)
 
 
 @pytest.fixture

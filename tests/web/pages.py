@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import base64
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.support import REPO_ROOT
 
@@ -83,3 +86,50 @@ def wait_for_images(page: Any) -> None:
         "[...document.querySelectorAll('#grid img')].every(i => i.complete || i.getBoundingClientRect().top > innerHeight)",
         polling=100,
     )
+
+
+AXE_VERSION = "4.11.0"
+AXE_DIR = REPO_ROOT / "tests" / "artifacts" / "axe-core"  # ignored by git; npm fills it on first use
+
+
+def axe_source() -> str:
+    """axe-core's browser build, installed with npm into an ignored folder on first use."""
+    script = AXE_DIR / "node_modules" / "axe-core" / "axe.min.js"
+    if not script.exists():
+        AXE_DIR.mkdir(parents=True, exist_ok=True)
+        command = ["npm", "install", "--prefix", str(AXE_DIR), "--no-save", "--no-audit", "--no-fund"]
+        result = subprocess.run(
+            [*command, f"axe-core@{AXE_VERSION}"], capture_output=True, text=True, timeout=300
+        )
+        if result.returncode != 0 or not script.exists():
+            pytest.fail(f"npm could not install axe-core {AXE_VERSION}: {result.stderr[-2000:]}")
+    return script.read_text()
+
+
+def serious_violations(page: Any) -> list[tuple[str, str, list[Any]]]:
+    """axe-core's serious and critical findings on the page as it is now."""
+    page.add_script_tag(content=axe_source())
+    result = page.evaluate("axe.run(document, { resultTypes: ['violations'] })")
+    return [
+        (v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3])
+        for v in result["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+
+
+def tab_stops(page: Any, limit: int = 60) -> list[dict[str, Any]]:
+    """Press Tab from the top of the page and describe every element that takes focus."""
+    page.evaluate("document.activeElement && document.activeElement.blur()")
+    stops = []
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        stop = page.evaluate(
+            """() => { const n = document.activeElement; if (!n || n === document.body) return null;
+                const r = n.getBoundingClientRect(); const s = getComputedStyle(n);
+                return { id: n.id, tag: n.tagName, cls: String(n.className), w: r.width, h: r.height,
+                         visible: r.width > 2 && r.height > 2 && s.visibility !== 'hidden' && s.opacity !== '0' }; }"""
+        )
+        if stop is None or (stops and stop == stops[0]):
+            break
+        stops.append(stop)
+    return stops

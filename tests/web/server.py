@@ -17,6 +17,7 @@ ADMIN_TOKEN = "web-test-token"
 MAX_UPLOAD_BYTES = 2_000_000
 CLASSES = ("dress", "hat", "longsleeve", "outwear", "pants", "shirt", "shoes", "shorts", "skirt", "t-shirt")
 PER_CLASS = 8
+COLOURS = ("Red", "Blue", "Green", "Black")
 
 
 @dataclass
@@ -85,7 +86,8 @@ def build_catalog(url: str, dataset: Path) -> Catalog:
                 sku = f"{category}-{photo.stem[:8]}"
                 fields = {
                     "sku": sku,
-                    "name": f"{title(category)} No. {index + 1}",
+                    # A colour word in every name: fallback photo + words searches re-rank by it.
+                    "name": f"{COLOURS[index % len(COLOURS)]} {title(category).lower()} No. {index + 1}",
                     "description": f"A {category.replace('-', ' ')} from the clothing-small dataset",
                     "category": category,
                     "price": str(12 + (index * 17 + len(category) * 5) % 140),

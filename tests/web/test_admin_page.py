@@ -40,6 +40,7 @@ def test_admin_signs_in_uploads_many_photos_and_sees_coverage(
     page.wait_for_selector("#upload-list .upload-item[data-state='done'] >> nth=2", timeout=60_000)
     assert page.locator("#upload-list .upload-item").count() == 3
     assert page.locator("#upload-list .upload-item[data-state='done']").count() == 3
+    assert page.locator("#upload-list .upload-state:text-is('Added')").count() == 3
     # The coverage poll sees the three new products, all embedded by both models.
     expected = str(catalog.size + 3)
     page.wait_for_function(
@@ -50,7 +51,18 @@ def test_admin_signs_in_uploads_many_photos_and_sees_coverage(
     # Products got their SKU from the file name and the category from the field.
     product = httpx.get(f"{live_server.url}/api/v1/products/{photos[0].stem}").json()
     assert product["category"] == "accessories" and product["price"] == 19.9
+    # The worker's status reads as sentences, not a dump of its fields.
+    ingest = page.inner_text("#ingest") if page.is_visible("#ingest") else ""
+    assert "{}" not in ingest and "null" not in ingest
     page.screenshot(path=str(SCREENSHOTS / "admin-1280.png"))
+    # The same photos again replace those products: "Updated", not "Added".
+    page.set_input_files("#upload-files", [str(p) for p in photos])
+    page.click("#upload-start")
+    page.wait_for_function(
+        'document.querySelectorAll("#upload-list .upload-state").length >= 3 && '
+        "[...document.querySelectorAll('#upload-list .upload-state')].slice(-3).every(n => n.textContent === 'Updated')",
+        timeout=60_000,
+    )
     # The token survives a reload within the tab.
     page.reload()
     page.wait_for_selector(".stat[data-model='clip']")

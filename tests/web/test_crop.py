@@ -13,6 +13,8 @@ from tests.web.conftest import DESKTOP, PHONE
 from tests.web.pages import choose_photo, skus, wait_for_search
 from tests.web.server import Catalog, Server
 
+pytestmark = pytest.mark.usefixtures("no_console_errors")
+
 
 def catalog_photo(dataset: Path, category: str, index: int) -> tuple[Path, str]:
     """A photo that is in the catalog, and its SKU (tests/web/server.py names them so)."""
