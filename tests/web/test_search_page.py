@@ -142,7 +142,9 @@ def test_more_like_this_and_load_more_that_ends(page: Any, live_server: Server, 
     assert "clothes" in page.inner_text("#results-title")
 
 
-def test_keyboard_only_search_without_hidden_tab_stops(page: Any, live_server: Server, catalog: Catalog) -> None:
+def test_keyboard_only_search_without_hidden_tab_stops(
+    page: Any, live_server: Server, catalog: Catalog
+) -> None:
     open_search(page, live_server.url)
     stops = tab_stops(page)
     hidden = [s for s in stops if not s["visible"] and s["cls"] != "skip-link"]
@@ -194,7 +196,9 @@ def test_a_bad_file_never_removes_results_and_errors_are_plain_words(
     assert skus(page) == before and page.is_visible("#preview-image")
     assert page.get_attribute("#preview-image", "src") == preview
     # Too large: checked before upload (the server's limit is 2 MB in these tests).
-    page.set_input_files("#file-input", {"name": "huge.jpg", "mimeType": "image/jpeg", "buffer": b"\xff" * 2_100_000})
+    page.set_input_files(
+        "#file-input", {"name": "huge.jpg", "mimeType": "image/jpeg", "buffer": b"\xff" * 2_100_000}
+    )
     page.wait_for_function("document.getElementById('message-text').textContent.includes('1.9 MB')")
     assert skus(page) == before
     # A server error: plain words, a retry, and the results stay.
@@ -212,7 +216,7 @@ def test_a_bad_file_never_removes_results_and_errors_are_plain_words(
     page.route("**/api/v1/search/image", lambda route: route.abort())
     page.fill("#query-text", "coat")
     page.press("#query-text", "Enter")
-    page.wait_for_selector('#message:has-text("Can\\'t reach")')
+    page.wait_for_function("document.getElementById('message-text').textContent.includes('reach')")
 
 
 def test_phone_layout(
@@ -236,7 +240,9 @@ def test_phone_layout(
             .map(n => n.tagName + '#' + n.id + '.' + n.className)"""
     )
     assert not wide, f"nothing overflows a phone screen: {wide}"
-    columns = page.evaluate("getComputedStyle(document.getElementById('grid')).gridTemplateColumns.split(' ').length")
+    columns = page.evaluate(
+        "getComputedStyle(document.getElementById('grid')).gridTemplateColumns.split(' ').length"
+    )
     assert columns == 2
     page.evaluate("window.scrollTo(0, 0)")
     wait_for_images(page)
