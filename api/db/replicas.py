@@ -34,6 +34,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import ExceptionContext
+from sqlalchemy.exc import DBAPIError
 
 from api.errors import DatabaseUnavailableError
 
@@ -42,15 +43,17 @@ log = logging.getLogger(__name__)
 LAG_CHECK_S = 1.0
 """How often (per process and replica) the replay lag is measured: one cheap query a second."""
 
-# Lag = 0 when everything received has been replayed (an idle primary sends nothing, and
-# now() - last replay time would grow without any lag); else the age of the last replayed commit.
+# Lag is 0 when everything received has been replayed (an idle primary sends nothing, and
+# now() - last replay time would grow without any lag). When behind, it is the larger of the
+# age of the last replayed commit (NULL until one is replayed after a standby starts) and how
+# long replay has been stuck at the same position (Replica.measure_lag keeps that clock).
 LAG_SQL = text(
     """
     SELECT pg_is_in_recovery() AS standby,
-           CASE WHEN NOT pg_is_in_recovery()
-                  OR pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0.0
-                ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 0.0)
-           END AS lag_s
+           pg_is_in_recovery() AND pg_last_wal_receive_lsn() IS DISTINCT FROM pg_last_wal_replay_lsn()
+               AS behind,
+           CAST(pg_last_wal_replay_lsn() AS text) AS replayed,
+           EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) AS commit_age_s
     """
 )
 
@@ -86,6 +89,8 @@ class Replica:
         self.reads = 0
         self.failovers = 0
         self._lag_lock = threading.Lock()
+        self._stuck: tuple[str, float] | None = None
+        """(replay position, first seen there while behind): a replay that does not move lags."""
         self.lagging = False
 
     # --- state ---------------------------------------------------------------------------
@@ -104,7 +109,15 @@ class Replica:
         try:
             with self.engine.connect() as conn:
                 row = conn.execute(LAG_SQL).one()
-            reading = LagReading(float(row.lag_s), time.monotonic())
+            now = time.monotonic()
+            if not row.behind:
+                self._stuck = None
+                lag = 0.0
+            else:
+                if self._stuck is None or self._stuck[0] != row.replayed:
+                    self._stuck = (row.replayed, now)  # replay moved (or just fell behind)
+                lag = max(now - self._stuck[1], float(row.commit_age_s or 0.0))
+            reading = LagReading(lag, now)
         except (DatabaseUnavailableError, Exception) as exc:  # any failure: not usable now
             reading = LagReading(None, time.monotonic(), str(exc).splitlines()[0] if str(exc) else repr(exc))
             if not isinstance(exc, ReplicaUnavailableError):  # the hook already counted those
@@ -270,6 +283,15 @@ class FailoverConnection:
         return getattr(self._conn, name)
 
 
+def _close_quietly(conn: Connection) -> None:
+    """Close a replica connection whose read is done: the closing ROLLBACK fails if the replica
+    went away meanwhile, which must not turn an answered read into an error."""
+    try:
+        conn.close()
+    except (ReplicaUnavailableError, DBAPIError):
+        conn.invalidate()
+
+
 def replica_read(
     replicas: ReplicaSet, primary_read: Callable[[], AbstractContextManager[Connection]]
 ) -> AbstractContextManager[Connection]:
@@ -283,7 +305,8 @@ def replica_read(
             conn: Connection | None = None
             if replica is not None:
                 try:
-                    conn = stack.enter_context(replica.engine.connect())
+                    conn = replica.engine.connect()
+                    stack.callback(_close_quietly, conn)
                 except ReplicaUnavailableError:
                     replica = None  # counted by the hook; the primary serves this one
             if replica is None or conn is None:

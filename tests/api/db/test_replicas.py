@@ -196,7 +196,6 @@ def test_a_lagging_standby_is_skipped_until_it_catches_up(
         state.products.upsert("fresh-1", {"name": "Fresh", "category": "dress", "price": 5}, None)
         time.sleep(2.5)  # past max_lag_s (2 s) of unreplayed WAL
         with httpx.Client(base_url=url, timeout=30) as client:
-            print("lag", replica.measure_lag(), replica.lagging, client.get("/api/v1/products/fresh-1").text)
             wait_until(lambda: client.get("/api/v1/products/fresh-1").status_code == 200, timeout=10)
             health = client.get("/api/v1/health").json()
         entry = health["components"]["replicas"]["replicas"][0]
