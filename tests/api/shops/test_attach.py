@@ -13,11 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, create_engine, text
 
 from api.db.catalog import DERIVED_COLUMNS
+from api.db.search import Filters, Page, VectorColumn, VectorQuery, explain, search
 from api.main import build_state, create_app
 from api.services.ingest.worker import EmbeddingWorker
 from api.settings import Settings
@@ -202,3 +204,19 @@ def test_writes_are_refused_on_a_shop_owned_catalog(attached: Attached) -> None:
         assert response.status_code == 409, response.text
         assert response.json()["error"]["code"] == "catalog_managed_by_shop"
     assert checksum(attached.engine, attached.columns) == attached.before
+
+
+def test_searches_under_the_visibility_predicate_stay_on_the_hnsw_index_with_full_pages(
+    attached: Attached,
+) -> None:
+    catalog = attached.state.catalog
+    vector = np.zeros(catalog.clip_dim, dtype=np.float32)
+    vector[0] = 1.0
+    query = VectorQuery(VectorColumn.CLIP, vector, attached.state.hub.clip_model_id)
+    page = Page(top_k=5)  # of 8 visible, 12 in all: a third of the index walk is filtered out
+    with attached.state.database.engine.connect() as conn, conn.begin():
+        conn.exec_driver_sql("SET LOCAL enable_seqscan = off")  # a tiny table: make the choice visible
+        plan = explain(conn, catalog, query, Filters(), page)
+        hits = search(conn, catalog, query, Filters(), page)
+    assert catalog.image_index in plan, plan
+    assert len(hits) == 5 and {h.sku for h in hits} <= {p.sku for p in attached.visible}
