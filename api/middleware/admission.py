@@ -2,10 +2,11 @@
 
 Without it, every extra client of an overloaded server made every request slower (24 clients:
 p99 1.1 s; several times capacity: latency without bound), because each admitted request shares
-the same two cores. A :class:`Gate` admits at most ``limit`` calls at once; a caller that finds it
-full waits at most ``wait_s`` (a short queue that absorbs bursts) and is then refused with
-:class:`OverloadedError`, which the API answers as 503 ``overloaded`` with ``Retry-After``, in
-milliseconds, so admitted requests keep their latency and clients know to come back.
+the same two cores. A :class:`Gate` admits at most ``limit`` calls at once; a short queue (as many
+callers as the limit, by default) absorbs bursts, each waiting at most ``wait_s`` for a slot;
+a caller that finds the queue full is refused at once with :class:`OverloadedError`, which the
+API answers as 503 ``overloaded`` with ``Retry-After`` in milliseconds, so admitted requests
+keep their latency and clients know to come back.
 
 The gate wraps the search service (:func:`admit_search`), not whole requests, so the time a
 request spends downloading an ``image_url`` or uploading its body holds no admission slot: those
@@ -17,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar, cast
@@ -39,57 +41,71 @@ class OverloadedError(Exception):
 
 
 class Gate:
-    """A counting semaphore with a bounded wait and counters for health and tests."""
+    """At most ``limit`` calls at once, plus a short queue of at most ``queue`` callers that wait
+    up to ``wait_s`` for a slot; anyone beyond the queue is refused at once. Counters for tests."""
 
-    def __init__(self, name: str, limit: int, wait_s: float = 0.0) -> None:
+    def __init__(self, name: str, limit: int, wait_s: float = 0.0, queue: int = 0) -> None:
         if limit < 1:
             raise ValueError("a gate must admit at least one call")
         self.name = name
         self.limit = limit
         self.wait_s = wait_s
-        self._slots = threading.BoundedSemaphore(limit)
-        self._lock = threading.Lock()
+        self.queue = queue if wait_s > 0 else 0
+        self._cond = threading.Condition()
         self.inflight = 0
+        self.waiting = 0
         self.admitted = 0
         self.refused = 0
 
+    def _refuse(self) -> OverloadedError:
+        self.refused += 1
+        return OverloadedError(f"the server is busy ({self.limit} {self.name} at once); retry shortly")
+
     @contextmanager
     def admit(self) -> Iterator[None]:
-        if self.wait_s > 0:
-            acquired = self._slots.acquire(timeout=self.wait_s)
-        else:
-            acquired = self._slots.acquire(blocking=False)
-        if not acquired:
-            with self._lock:
-                self.refused += 1
-            raise OverloadedError(f"the server is busy ({self.limit} {self.name} at once); retry shortly")
-        with self._lock:
+        with self._cond:
+            if self.inflight >= self.limit:
+                if self.waiting >= self.queue:
+                    raise self._refuse()
+                self.waiting += 1
+                deadline = time.monotonic() + self.wait_s
+                try:
+                    while self.inflight >= self.limit:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            raise self._refuse()
+                        self._cond.wait(remaining)
+                finally:
+                    self.waiting -= 1
             self.inflight += 1
             self.admitted += 1
         try:
             yield
         finally:
-            with self._lock:
+            with self._cond:
                 self.inflight -= 1
-            self._slots.release()
+                self._cond.notify()
 
     def stats(self) -> dict[str, int]:
         return {
             "limit": self.limit,
             "inflight": self.inflight,
+            "waiting": self.waiting,
             "admitted": self.admitted,
             "refused": self.refused,
         }
 
 
 def default_inflight() -> int:
-    """Two searches per core (at least 8): enough for the encoders to merge concurrent calls into
-    shared passes, few enough that each admitted search still gets its share of a core."""
-    return max(8, 2 * (os.cpu_count() or 1))
+    """Two searches per core: enough for the encoders to merge concurrent calls into shared
+    passes, few enough that each admitted search keeps close to its unloaded latency."""
+    return 2 * (os.cpu_count() or 1)
 
 
 def search_gate(settings: Settings) -> Gate:
-    return Gate("searches", settings.max_inflight or default_inflight(), settings.admission_wait_ms / 1000)
+    limit = settings.max_inflight or default_inflight()
+    queue = limit if settings.admission_queue is None else settings.admission_queue
+    return Gate("searches", limit, settings.admission_wait_ms / 1000, queue)
 
 
 class AdmittedSearch:

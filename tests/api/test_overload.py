@@ -25,6 +25,7 @@ import pytest
 import uvicorn
 
 from api.main import build_state, create_app
+from api.middleware.admission import Gate, OverloadedError
 from api.middleware.body_limit import request_body_limit
 from api.settings import Settings
 from api.state import AppState
@@ -56,7 +57,8 @@ def live(create_database: Callable[[], str], make_settings: Callable[..., Settin
         fetch_concurrency=FETCH_CONCURRENCY,
         max_upload_bytes=MAX_UPLOAD,
         max_inflight=2,
-        admission_wait_ms=20,
+        admission_queue=1,
+        admission_wait_ms=300,
     )
     state = build_state(settings)
     config = uvicorn.Config(
@@ -222,3 +224,34 @@ def test_searches_beyond_the_admission_limit_get_a_fast_503(live: Live) -> None:
     assert health.status_code == 200  # health is never gated
     assert after.status_code == 200
     assert gate.refused == refused_before + 2 and gate.inflight == 0
+
+
+def test_the_gate_queues_a_few_and_refuses_the_rest_at_once() -> None:
+    gate = Gate("searches", limit=1, wait_s=5.0, queue=1)
+    released = threading.Event()
+    outcomes: list[str] = []
+
+    def holder() -> None:
+        with gate.admit():
+            released.wait(10)
+
+    def caller() -> None:
+        try:
+            with gate.admit():
+                outcomes.append("admitted")
+        except OverloadedError:
+            outcomes.append("refused")
+
+    first = threading.Thread(target=holder)
+    first.start()
+    assert wait_until(lambda: gate.inflight == 1)
+    queued = threading.Thread(target=caller)
+    queued.start()
+    assert wait_until(lambda: gate.waiting == 1)
+    caller()  # the queue is full: refused without waiting
+    assert outcomes == ["refused"]
+    released.set()
+    queued.join(10)
+    first.join(10)
+    assert outcomes == ["refused", "admitted"]
+    assert gate.stats() == {"limit": 1, "inflight": 0, "waiting": 0, "admitted": 2, "refused": 1}
