@@ -77,6 +77,9 @@ def api_settings(
         fetch_timeout_s=1.0,
         fetch_retries=0,
         image_root=clothing_dataset,
+        # Admission control has its own tests (tests/api/test_overload.py); concurrent tests here
+        # must not turn into 503s when the shared test machine runs slow.
+        max_inflight=64,
     )
 
 
