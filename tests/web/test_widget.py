@@ -222,7 +222,9 @@ def test_a_shop_on_another_origin_searches_by_photo_and_opens_the_product(
     assert shop.url != widget_server.url
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     header = page.locator(".shop-header").bounding_box()
-    page.screenshot(path=str(SCREENSHOTS / "widget-button.png"), clip={**header, "width": 760})
+    form = page.locator(".shop-search").bounding_box()
+    clip = {**header, "width": form["x"] + form["width"] + 24}
+    page.screenshot(path=str(SCREENSHOTS / "widget-button.png"), clip=clip)
     detail = choose_photo(page, query_photo("dress"))
     response = detail["response"]
     assert response["mode"] == "clip" and response["count"] == 8 and detail["query"]["kind"] == "search"
