@@ -7,7 +7,7 @@ STAMP := $(VENV)/.lookalike-setup
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup serve test lint format bench clean
+.PHONY: setup serve test test-fast lint format bench clean
 
 setup: $(STAMP)
 
@@ -22,6 +22,12 @@ test: setup
 	bash scripts/system-deps.sh
 	$(BIN)/ruff check .
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Our own quick lane: no slow-marked tests (3,068-photo ingests, multi-process, schemathesis)
+# and no browser tests. CI always runs `make test`.
+test-fast: setup
+	$(BIN)/ruff check .
+	$(BIN)/pytest -m "not slow" --ignore=tests/web -q $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .
