@@ -174,6 +174,8 @@ def _duplicates(args: argparse.Namespace, settings: Settings) -> None:
         vectors=args.vectors,
         neighbours=args.neighbours,
         lanes=args.lanes,
+        verify=not args.no_verify,
+        min_similarity=args.min_similarity,
     )
     query.check()
     with (
@@ -181,8 +183,10 @@ def _duplicates(args: argparse.Namespace, settings: Settings) -> None:
         tqdm(unit="product", desc="duplicates", disable=args.no_progress or None, file=sys.stderr) as bar,
     ):
 
-        def progress(done: int, total: int) -> None:
-            bar.total = total
+        def progress(stage: str, done: int, total: int) -> None:
+            if bar.desc != stage:  # the second stage starts its own count
+                bar.reset(total=total)
+                bar.set_description(stage)
             bar.update(done - bar.n)
 
         report = find_duplicates(
@@ -195,11 +199,19 @@ def _duplicates(args: argparse.Namespace, settings: Settings) -> None:
         Path(args.output).write_text(rendered)
     else:
         sys.stdout.write(rendered if rendered.endswith("\n") else rendered + "\n")
+    checked = (
+        f"{report.candidate_pairs} candidate pairs, {report.rejected_pairs} rejected on pixels"
+        if report.verified
+        else f"{report.candidate_pairs} pairs, not verified on pixels"
+    )
     print(
         f"{len(report.clusters)} clusters, {report.duplicate_products} products, of {report.products_checked} "
-        f"checked with {report.vectors} vectors (threshold {report.threshold}) in {report.elapsed_s:.1f} s",
+        f"checked with {report.vectors} vectors (threshold {report.threshold}; {checked}) "
+        f"in {report.elapsed_s:.1f} s",
         file=sys.stderr,
     )
+    for key, why in list(report.unreadable.items())[:10]:
+        print(f"unreadable photo, product {key}: {why}", file=sys.stderr)
 
 
 def _reembed(args: argparse.Namespace, settings: Settings) -> None:
@@ -322,13 +334,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     duplicates = commands.add_parser(
         "duplicates",
-        help="list clusters of products whose photos are near-identical (re-uploads, resized, recompressed, cropped)",
+        help="list clusters of products whose photos are the same photo (re-uploads, resized, recompressed, cropped)",
     )
     duplicates.add_argument(
         "--threshold",
         type=float,
         default=None,
-        help="cosine distance under which two photos count as the same (default: 0.1 for mobilenet, 0.01 for clip)",
+        help="cosine distance under which a pair is a candidate, verified on pixels next "
+        "(default: 0.12 for mobilenet, 0.05 for clip)",
     )
     duplicates.add_argument("--category", default=None, help="only look within this category")
     duplicates.add_argument(
@@ -342,6 +355,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     duplicates.add_argument(
         "--lanes", type=int, default=2, help="batches searched at once, one connection each (default 2)"
+    )
+    duplicates.add_argument(
+        "--min-similarity",
+        type=float,
+        default=0.995,
+        help="pixel correlation at which a candidate pair is the same photo (default 0.995)",
+    )
+    duplicates.add_argument(
+        "--no-verify", action="store_true", help="report every candidate pair without reading the photos"
     )
     duplicates.add_argument("--format", choices=["csv", "json"], default="csv")
     duplicates.add_argument("--output", "-o", default=None, help="write the report here instead of stdout")

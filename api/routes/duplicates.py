@@ -14,6 +14,7 @@ from fastapi.responses import PlainTextResponse
 
 from api.errors import LookalikeError, RequestError
 from api.routes.auth import require_admin
+from api.services.duplicate_pixels import MIN_SIMILARITY
 from api.services.duplicates import DEFAULT_NEIGHBOURS, MAX_THRESHOLD, DuplicateQuery, find_duplicates
 from api.state import AppState, app_state
 
@@ -33,10 +34,19 @@ def duplicates(
     category: str | None = Query(None, min_length=1, max_length=200),
     vectors: Literal["mobilenet", "clip"] = "mobilenet",
     neighbours: int = Query(DEFAULT_NEIGHBOURS, ge=1, le=100),
+    verify: bool = Query(True, description="compare the candidates' pixels (false: vectors only)"),
+    min_similarity: float = Query(MIN_SIMILARITY, gt=0, le=1),
     format: Literal["json", "csv"] = "json",
     state: AppState = Depends(app_state),
 ) -> dict[str, Any] | PlainTextResponse:
-    query = DuplicateQuery(threshold=threshold, category=category, vectors=vectors, neighbours=neighbours)
+    query = DuplicateQuery(
+        threshold=threshold,
+        category=category,
+        vectors=vectors,
+        neighbours=neighbours,
+        verify=verify,
+        min_similarity=min_similarity,
+    )
     try:
         query.check()
     except LookalikeError as exc:

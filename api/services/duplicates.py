@@ -1,17 +1,20 @@
-"""The duplicate finder: clusters of products whose photos are near-identical.
+"""The duplicate finder: clusters of products whose photos are the same photo.
 
 Shops re-upload the same photo under several SKUs, or the same photo resized, recompressed or
 lightly cropped; each is a row that shoppers see twice and that search ranks side by side.
-Stored image vectors already measure that: copies of one photo lie far closer together than
-any two different photos do. So every product asks the vector index for its nearest neighbours
-within a distance (:mod:`api.db.duplicates`), and the pairs found are joined into clusters with
-union-find -- a copy of a copy belongs to the same cluster even when k-NN reported only one of
-the two links.
+
+Two stages. **Candidates** come from the stored image vectors: every product asks the vector
+index for its nearest neighbours within a cosine distance (:mod:`api.db.duplicates`), a k-NN
+query per product instead of an all-pairs scan. **Verification** then compares the candidate
+photos' pixels (:mod:`api.services.duplicate_pixels`): vectors alone cannot tell a copy of a
+photo from a second photo of the same product (measured on the clothing set, a half-size copy
+lies farther from its original than two different shots of one hat do), pixels can. Verified
+pairs are joined into clusters with union-find, so a copy of a copy belongs to the same cluster
+even when only one of the two links was reported.
 
 Which vectors: MobileNetV2's by default. They are always there (the fallback encoder has real
-weights on every install), and the default threshold was measured on them (see
-``DEFAULT_THRESHOLDS``). CLIP's vectors work too (``vectors="clip"``); their threshold follows
-Immich's duplicate detection, which uses the same cosine distance on CLIP ViT-B-32 vectors.
+weights on every install), and the default candidate distance was measured on them (see
+``DEFAULT_THRESHOLDS``). CLIP's vectors work too (``vectors="clip"``).
 """
 
 from __future__ import annotations
@@ -35,16 +38,19 @@ from api.db.duplicates import (
 )
 from api.db.engine import Database
 from api.errors import LookalikeError
+from api.services.duplicate_pixels import MIN_SIMILARITY, PixelCheck
+from api.services.image_input import fetch_policy
 from api.settings import Settings
 from encoder.registry import MOBILENET_MODEL_ID
 
-DEFAULT_THRESHOLDS: dict[VectorKind, float] = {"mobilenet": 0.1, "clip": 0.01}
-"""Cosine distance under which two photos count as the same photo.
+DEFAULT_THRESHOLDS: dict[VectorKind, float] = {"mobilenet": 0.12, "clip": 0.05}
+"""Cosine distance under which a pair becomes a candidate (then verified on its pixels).
 
 MobileNetV2 (measured, ``tests/api/services/test_duplicates.py`` on the clothing set): JPEG q=70
-re-encodes, half-size copies and 5%-cropped copies of 50 photos lie at most 0.0xx from their
-original, while the closest two different photos of the 3,068 train photos are 0.xx apart.
-CLIP: Immich's default ``maxDistance`` for its CLIP-based duplicate detection (0.01).
+re-encodes of 50 photos lie at most 0.0004 from their original, 5%-cropped copies 0.044 and
+half-size copies 0.085; 0.12 leaves a margin. Different photos come as close as 0.047, which is
+why pairs are verified. CLIP: not measured here (no CLIP weights on the test machine); CLIP is
+trained to ignore resizing and crops, so its copies lie closer together than MobileNetV2's.
 """
 MAX_THRESHOLD = 0.5
 """Beyond this the "duplicates" are merely similar products, and clusters swallow whole categories."""
@@ -70,6 +76,9 @@ class DuplicateQuery:
     vectors: VectorKind = "mobilenet"
     neighbours: int = DEFAULT_NEIGHBOURS
     batch: int = DEFAULT_BATCH
+    verify: bool = True
+    """Compare the candidates' pixels; False reports every candidate pair (vectors only)."""
+    min_similarity: float = MIN_SIMILARITY
     lanes: int = DEFAULT_LANES
     """Batches searched at once, each on its own connection."""
 
@@ -89,6 +98,8 @@ class DuplicateQuery:
             raise LookalikeError(f"neighbours must be from 1 to 100, not {self.neighbours}")
         if not 1 <= self.lanes <= 16:
             raise LookalikeError(f"lanes must be from 1 to 16, not {self.lanes}")
+        if not 0 < self.min_similarity <= 1:
+            raise LookalikeError(f"min_similarity must be above 0 and at most 1, not {self.min_similarity}")
 
 
 @dataclass
@@ -100,7 +111,9 @@ class Member:
     image_url: str | None
     url: str | None
     nearest: float
-    """Distance to the closest other member of its cluster."""
+    """Vector distance to the closest other member of its cluster."""
+    similarity: float | None
+    """Best pixel similarity to another member (None: not verified)."""
 
 
 @dataclass
@@ -123,6 +136,13 @@ class DuplicateReport:
     threshold: float
     category: str | None
     products_checked: int
+    verified: bool = True
+    min_similarity: float | None = None
+    candidate_pairs: int = 0
+    rejected_pairs: int = 0
+    """Candidates whose pixels differ: similar products, not copies."""
+    unreadable: dict[str, str] = field(default_factory=dict)
+    """Products whose photo could not be read for verification: key -> reason (their pairs are left out)."""
     clusters: list[Cluster] = field(default_factory=list)
     elapsed_s: float = 0.0
 
@@ -137,6 +157,11 @@ class DuplicateReport:
             "threshold": self.threshold,
             "category": self.category,
             "products_checked": self.products_checked,
+            "verified": self.verified,
+            "min_similarity": self.min_similarity,
+            "candidate_pairs": self.candidate_pairs,
+            "rejected_pairs": self.rejected_pairs,
+            "unreadable": self.unreadable,
             "clusters_found": len(self.clusters),
             "duplicate_products": self.duplicate_products,
             "elapsed_s": round(self.elapsed_s, 3),
@@ -144,7 +169,14 @@ class DuplicateReport:
                 {
                     "size": c.size,
                     "max_distance": round(c.max_nearest, 6),
-                    "products": [{**vars(m), "nearest": round(m.nearest, 6)} for m in c.members],
+                    "products": [
+                        {
+                            **vars(m),
+                            "nearest": round(m.nearest, 6),
+                            "similarity": None if m.similarity is None else round(m.similarity, 6),
+                        }
+                        for m in c.members
+                    ],
                 }
                 for c in self.clusters
             ],
@@ -153,7 +185,9 @@ class DuplicateReport:
     def to_csv(self) -> str:
         out = io.StringIO()
         writer = csv.writer(out)
-        writer.writerow(["cluster", "size", "id", "sku", "name", "category", "image_url", "url", "nearest"])
+        writer.writerow(
+            ["cluster", "size", "id", "sku", "name", "category", "image_url", "url", "nearest", "similarity"]
+        )
         for number, cluster in enumerate(self.clusters, start=1):
             for m in cluster.members:
                 writer.writerow(
@@ -167,6 +201,7 @@ class DuplicateReport:
                         m.image_url,
                         m.url,
                         f"{m.nearest:.6f}",
+                        "" if m.similarity is None else f"{m.similarity:.6f}",
                     ]
                 )
         return out.getvalue()
@@ -189,21 +224,112 @@ class _UnionFind:
             self.parent[max(ra, rb, key=repr)] = min(ra, rb, key=repr)
 
 
+Progress = Callable[[str, int, int], None]
+"""``progress(stage, done, total)``: stage ``"vectors"`` per batch of products, ``"pixels"`` per photo."""
+
+
 def find_duplicates(
     database: Database,
     catalog: Catalog,
     settings: Settings,
     query: DuplicateQuery,
     *,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> DuplicateReport:
-    """Walk the catalog in key order; ``progress(done, total)`` after each batch."""
+    """Candidates from the vector index (in key-ordered batches), verified on pixels, clustered."""
     query.check()
     started = time.perf_counter()
     model = stored_model_id(query.vectors, settings)
-    cut = query.cut
+    report = DuplicateReport(
+        vectors=query.vectors,
+        model=model,
+        threshold=query.cut,
+        category=query.category,
+        products_checked=0,
+        verified=query.verify,
+        min_similarity=query.min_similarity if query.verify else None,
+    )
+    candidates = _candidates(database, catalog, model, query, report, progress)
+    report.candidate_pairs = len(candidates)
+    keys = sorted({key for pair in candidates for key in pair}, key=_order)
     with database.engine.connect() as conn:
-        total = count_vectors(conn, catalog, query.vectors, model, query.category)
+        shown = listings(conn, catalog, keys)
+    similar: dict[tuple[Any, Any], float | None] = dict.fromkeys(candidates)
+    if query.verify and candidates:
+        check = PixelCheck(fetch_policy(settings), max_pixels=settings.max_image_pixels)
+        done = 0
+
+        def loaded(count: int) -> None:
+            nonlocal done
+            done += count
+            if progress is not None:
+                progress("pixels", done, len(keys))
+
+        if progress is not None:
+            progress("pixels", 0, len(keys))
+        check.load({key: shown.get(key, {}).get("image_url") for key in keys}, progress=loaded)
+        similar = check.similarities(candidates)
+        report.unreadable = {str(plain_key(k)): why for k, why in check.failures.items()}
+        kept = {
+            pair: distance
+            for pair, distance in candidates.items()
+            if (found := similar[pair]) is not None and found >= query.min_similarity
+        }
+        report.rejected_pairs = sum(1 for pair in candidates if similar[pair] is not None) - len(kept)
+    else:
+        kept = dict(candidates)
+
+    links = _UnionFind()
+    nearest: dict[Any, float] = {}
+    best: dict[Any, float] = {}
+    for (a, b), distance in kept.items():
+        links.union(a, b)
+        for key in (a, b):
+            nearest[key] = min(nearest.get(key, distance), distance)
+            if (found := similar.get((a, b))) is not None:
+                best[key] = max(best.get(key, found), found)
+    groups: dict[Any, list[Any]] = {}
+    for key in nearest:
+        groups.setdefault(links.find(key), []).append(key)
+    for members in groups.values():
+        cluster = []
+        for key in sorted(members, key=_order):
+            row = shown.get(key, {})
+            cluster.append(
+                Member(
+                    key=plain_key(key),
+                    sku=row.get("sku"),
+                    name=row.get("name"),
+                    category=row.get("category"),
+                    image_url=row.get("image_url"),
+                    url=row.get("url"),
+                    nearest=nearest[key],
+                    similarity=best.get(key),
+                )
+            )
+        report.clusters.append(Cluster(cluster))
+    # Biggest first, then the most certain (smallest spread): what a person should look at first.
+    report.clusters.sort(key=lambda c: (-c.size, c.max_nearest))
+    report.elapsed_s = time.perf_counter() - started
+    return report
+
+
+def _order(key: Any) -> tuple[str, Any]:
+    """Keys of one catalog share a type; the type name only keeps mixed test data sortable."""
+    return (type(key).__name__, key)
+
+
+def _candidates(
+    database: Database,
+    catalog: Catalog,
+    model: str,
+    query: DuplicateQuery,
+    report: DuplicateReport,
+    progress: Progress | None,
+) -> dict[tuple[Any, Any], float]:
+    """Every pair within the distance, once (smaller key first), from per-product k-NN queries."""
+    with database.engine.connect() as conn:
+        report.products_checked = count_vectors(conn, catalog, query.vectors, model, query.category)
         batches: list[list[Any]] = []
         after: Any = None
         while keys := batch_keys(
@@ -212,8 +338,9 @@ def find_duplicates(
             batches.append(keys)
             after = keys[-1]
         conn.commit()
+    total = report.products_checked
     if progress is not None:
-        progress(0, total)
+        progress("vectors", 0, total)
 
     def search(keys: list[Any]) -> tuple[int, list[Neighbour]]:
         with database.engine.connect() as conn:
@@ -225,56 +352,22 @@ def find_duplicates(
                 first=keys[0],
                 last=keys[-1],
                 k=query.neighbours,
-                max_distance=cut,
+                max_distance=query.cut,
                 category=query.category,
                 ef_search=max(40, 4 * query.neighbours),
             )
         return len(keys), found
 
-    links = _UnionFind()
-    nearest: dict[Any, float] = {}
+    pairs: dict[tuple[Any, Any], float] = {}
     done = 0
     # Lanes: PostgreSQL runs one k-NN batch per connection on one core; a second lane keeps the
-    # other core busy (as ingest lanes do). Batches are independent, the union-find is not shared.
+    # other core busy (as ingest lanes do). Batches are independent; results merge here.
     with ThreadPoolExecutor(max_workers=max(1, query.lanes)) as pool:
         for count, found in pool.map(search, batches):
-            for pair in found:
-                links.union(pair.a, pair.b)
-                for key in (pair.a, pair.b):
-                    nearest[key] = min(nearest.get(key, pair.distance), pair.distance)
+            for n in found:
+                pair = (n.a, n.b) if _order(n.a) <= _order(n.b) else (n.b, n.a)
+                pairs[pair] = min(pairs.get(pair, n.distance), n.distance)
             done += count
             if progress is not None:
-                progress(done, total)
-    with database.engine.connect() as conn:
-        groups: dict[Any, list[Any]] = {}
-        for key in nearest:
-            groups.setdefault(links.find(key), []).append(key)
-        shown = listings(conn, catalog, [key for keys in groups.values() for key in keys])
-    clusters = []
-    for keys in groups.values():
-        members = []
-        for key in sorted(keys, key=lambda k: (str(type(k)), k)):
-            row = shown.get(key, {})
-            members.append(
-                Member(
-                    key=plain_key(key),
-                    sku=row.get("sku"),
-                    name=row.get("name"),
-                    category=row.get("category"),
-                    image_url=row.get("image_url"),
-                    url=row.get("url"),
-                    nearest=nearest[key],
-                )
-            )
-        clusters.append(Cluster(members))
-    # Biggest first, then the most certain (smallest spread): what a person should look at first.
-    clusters.sort(key=lambda c: (-c.size, c.max_nearest))
-    return DuplicateReport(
-        vectors=query.vectors,
-        model=model,
-        threshold=cut,
-        category=query.category,
-        products_checked=total,
-        clusters=clusters,
-        elapsed_s=time.perf_counter() - started,
-    )
+                progress("vectors", done, total)
+    return pairs
