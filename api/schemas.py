@@ -145,6 +145,11 @@ class ProductView(BaseModel):
 class SearchHit(ProductView):
     score: float = Field(description="cosine similarity (vector modes) or normalised text rank")
     similarity: float = Field(description="score as a percentage")
+    variants: int | None = Field(
+        default=None,
+        description="with LOOKALIKE_FIELD_GROUP: how many rows of this product's group matched "
+        "(the hit is the best of them); absent otherwise",
+    )
 
 
 class SearchResponse(BaseModel):

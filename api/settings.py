@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     field_attributes: str | None = None
     field_image_url: str | None = None
     field_url: str | None = None
+    field_group: str | None = None
+    """``LOOKALIKE_FIELD_GROUP``: a column or SQL expression over the row that names the product a
+    row is a variant of (a parent id, ``attributes->>'model'``). Set, results show one card per
+    group -- its best-scoring row -- with the number of its variants that matched (api.db.search)."""
     visible_where: str | None = None
     """An SQL predicate over the row that every shopper-facing read applies (drafts, soft deletes)."""
     text_language: str = "english"
@@ -187,6 +191,7 @@ class Settings(BaseSettings):
         "field_attributes",
         "field_image_url",
         "field_url",
+        "field_group",
         mode="before",
     )
     @classmethod

@@ -26,6 +26,7 @@ from sqlalchemy import (
     Text,
     and_,
     bindparam,
+    case,
     func,
     literal_column,
     select,
@@ -62,6 +63,8 @@ class Page:
     top_k: int = 12
     offset: int = 0
     score_threshold: float | None = None
+    group: str | None = None
+    """SQL naming each row's product (``LOOKALIKE_FIELD_GROUP``): one hit per group when set."""
 
 
 @dataclass(frozen=True)
@@ -83,14 +86,19 @@ class TextQuery:
 class Hit(Listing):
     score: float
     """Cosine similarity (1 - distance) for vector queries; normalised ts_rank_cd for text."""
+    variants: int | None = None
+    """With grouping: how many rows of this hit's group matched (the hit is the best of them)."""
 
 
 def search(
     conn: Connection, catalog: Catalog, query: VectorQuery | TextQuery, filters: Filters, page: Page
 ) -> list[Hit]:
     """Run one ranked search and return the page of hits, best first."""
-    rows = conn.execute(_prepare(conn, catalog, query, filters, page)).mappings().all()
-    hits = [Hit(**row) for row in rows]
+    if page.group is not None:
+        rows = _grouped_rows(conn, catalog, query, filters, page)
+    else:
+        rows = conn.execute(_prepare(conn, catalog, query, filters, page)).mappings().all()
+    hits = [Hit(**{k: v for k, v in row.items() if k != "candidates"}) for row in rows]
     if page.score_threshold is not None:
         # Rows come best first, so the threshold only ever trims the tail of the page.
         hits = [hit for hit in hits if hit.score >= page.score_threshold]
@@ -116,8 +124,43 @@ def driver_sql(conn: Connection, statement: Select[Any]) -> tuple[str, dict[str,
     }
 
 
-def _prepare(
+GROUP_WINDOW_FACTOR = 4
+"""Grouped vector pages read this many times the rows they show first, and 4x more each retry."""
+MAX_GROUP_WINDOW = 10_000
+"""The deepest a grouped page looks: a catalog whose top 10,000 rows hold too few groups to fill
+the page returns a short one rather than walk the whole index."""
+
+
+def _grouped_rows(
     conn: Connection, catalog: Catalog, query: VectorQuery | TextQuery, filters: Filters, page: Page
+) -> list[Any]:
+    """One row per group, best first, the page full whenever the catalog has enough groups.
+
+    Vector search reads a window of the nearest rows, keeps each group's best and counts the
+    group's rows in the window; when the window held too few groups to fill the page it is read
+    again, wider. Each group's best row sits at the same place in every window that reaches it,
+    so page 2 continues page 1 without repeating a group.
+    """
+    if isinstance(query, TextQuery):  # every match is ranked anyway: one pass
+        return list(conn.execute(grouped_text_statement(catalog, query, filters, page)).mappings().all())
+    window = (page.top_k + page.offset) * GROUP_WINDOW_FACTOR
+    while True:
+        statement = _prepare(conn, catalog, query, filters, page, window=window)
+        rows = list(conn.execute(statement).mappings().all())
+        exhausted = bool(rows) and rows[0]["candidates"] < window
+        if len(rows) >= page.top_k or exhausted or window >= MAX_GROUP_WINDOW:
+            return rows
+        window = min(window * GROUP_WINDOW_FACTOR, MAX_GROUP_WINDOW)
+
+
+def _prepare(
+    conn: Connection,
+    catalog: Catalog,
+    query: VectorQuery | TextQuery,
+    filters: Filters,
+    page: Page,
+    *,
+    window: int | None = None,
 ) -> Select[Any]:
     if isinstance(query, TextQuery):
         return text_statement(catalog, query, filters, page)
@@ -134,7 +177,7 @@ def _prepare(
     # and a generic plan (made without the category's value) could never pick a per-category
     # partial index (api.db.category_indexes). Other searches keep the cached generic plan:
     # planning next to a dozen partial indexes costs ~0.3-1 ms.
-    ef_search = min(max(MIN_EF_SEARCH, page.top_k + page.offset), MAX_EF_SEARCH)
+    ef_search = min(max(MIN_EF_SEARCH, window or page.top_k + page.offset), MAX_EF_SEARCH)
     conn.exec_driver_sql(
         f"SET LOCAL hnsw.ef_search = {ef_search}; "
         "SET LOCAL hnsw.iterative_scan = relaxed_order; "
@@ -142,6 +185,8 @@ def _prepare(
         "SET LOCAL enable_sort = off"
         + ("; SET LOCAL plan_cache_mode = force_custom_plan" if filters.categories else "")
     )
+    if window is not None and page.group is not None:
+        return grouped_vector_statement(catalog, query, filters, page, window)
     return vector_statement(catalog, query, filters, page)
 
 
@@ -252,6 +297,108 @@ def _vector_template(
         .limit(bindparam("top_k", type_=Integer))
         .offset(bindparam("offset", type_=Integer))
     )
+
+
+def grouped_vector_statement(
+    catalog: Catalog, query: VectorQuery, filters: Filters, page: Page, window: int
+) -> Select[Any]:
+    """:func:`vector_statement` over a ``window`` of nearest rows, one row per group, with counts."""
+    assert page.group is not None
+    template = _grouped_vector_template(
+        catalog,
+        query.column,
+        _Shape.of(filters),
+        query.model_id is not None,
+        query.exclude_sku is not None,
+        page.group,
+    )
+    values = _filter_values(filters)
+    values.update(
+        query_vector=BinaryVector(query.vector), inner_limit=window, top_k=page.top_k, offset=page.offset
+    )
+    if query.model_id is not None:
+        values["model_id"] = query.model_id
+    if query.exclude_sku is not None:
+        values["exclude_sku"] = query.exclude_sku
+    return template.params(values)
+
+
+def _group_key(group_value: ColumnElement[Any], key: ColumnElement[Any]) -> tuple[ColumnElement[Any], ...]:
+    """PARTITION BY for a row's group; a row whose group is NULL stands alone (its own key)."""
+    return (group_value, case((group_value.is_(None), key)))
+
+
+def _group_sql(group: str) -> ColumnElement[Any]:
+    # Operator-written SQL over the row, like LOOKALIKE_FIELD_* mappings (never request input).
+    return literal_column(f"CAST(({group}) AS text)", Text())
+
+
+@lru_cache(maxsize=256)
+def _grouped_vector_template(
+    catalog: Catalog, column_name: VectorColumn, shape: _Shape, by_model: bool, excluding: bool, group: str
+) -> Select[Any]:
+    t = catalog.sa_table
+    column = t.c[column_name.value]
+    distance = column.op("<=>", return_type=Float)(query_vector_param(column.type))
+    where = [column.is_not(None), *_filter_clauses(catalog, shape)]
+    if by_model:
+        model_column = t.c.image_model if column_name is VectorColumn.CLIP else t.c.fallback_model
+        where.append(model_column == bindparam("model_id", type_=Text))
+    if excluding:
+        where.append(catalog.field("sku") != bindparam("exclude_sku", type_=Text))
+    nearest = (
+        select(*catalog.listing_columns(), distance.label("distance"), _group_sql(group).label("grp"))
+        .where(and_(*where))
+        .order_by(distance)
+        .limit(bindparam("inner_limit", type_=Integer))
+        .cte("nearest")
+        .prefix_with("MATERIALIZED")
+    )
+    key = _group_key(nearest.c.grp, nearest.c.id)
+    ranked = select(
+        nearest,
+        func.row_number().over(partition_by=key, order_by=(nearest.c.distance, nearest.c.id)).label("rn"),
+        func.count().over(partition_by=key).label("variants"),
+        func.count().over().label("candidates"),
+    ).subquery("ranked")
+    listing = [ranked.c[c.key] for c in catalog.listing_columns()]
+    return (
+        select(*listing, (1 - ranked.c.distance).label("score"), ranked.c.variants, ranked.c.candidates)
+        .where(ranked.c.rn == 1)
+        .order_by(ranked.c.distance, ranked.c.id)
+        .limit(bindparam("top_k", type_=Integer))
+        .offset(bindparam("offset", type_=Integer))
+    )
+
+
+def grouped_text_statement(catalog: Catalog, query: TextQuery, filters: Filters, page: Page) -> Select[Any]:
+    """:func:`text_statement` with one row per group: its best-ranked match, and how many matched."""
+    assert page.group is not None
+    unaccent = getattr(func, catalog.schema).lookalike_unaccent
+    tsquery = func.websearch_to_tsquery(literal_column(catalog.regconfig), unaccent(query.text))
+    document = catalog.document()
+    rank = func.ts_rank_cd(document, tsquery, 32)
+    matches = (
+        select(*catalog.listing_columns(), rank.label("score"), _group_sql(page.group).label("grp"))
+        .select_from(catalog.sa_table)
+        .where(and_(document.op("@@")(tsquery), *_filter_clauses(catalog, _Shape.of(filters))))
+        .subquery("matches")
+    )
+    key = _group_key(matches.c.grp, matches.c.id)
+    ranked = select(
+        matches,
+        func.row_number().over(partition_by=key, order_by=(matches.c.score.desc(), matches.c.id)).label("rn"),
+        func.count().over(partition_by=key).label("variants"),
+    ).subquery("ranked")
+    listing = [ranked.c[c.key] for c in catalog.listing_columns()]
+    statement = (
+        select(*listing, ranked.c.score, ranked.c.variants)
+        .where(ranked.c.rn == 1)
+        .order_by(ranked.c.score.desc(), ranked.c.id)
+        .limit(page.top_k)
+        .offset(page.offset)
+    )
+    return statement.params(_filter_values(filters))
 
 
 def text_statement(catalog: Catalog, query: TextQuery, filters: Filters, page: Page) -> Select[Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
@@ -116,6 +116,8 @@ class SearchResult:
 
 def hit_to_dict(hit: Hit) -> dict[str, Any]:
     data = asdict(hit)
+    if data["variants"] is None:  # only grouped catalogs (LOOKALIKE_FIELD_GROUP) say it
+        del data["variants"]
     data["price"] = float(hit.price) if isinstance(hit.price, Decimal) else hit.price
     data["score"] = float(hit.score)
     return data
@@ -174,7 +176,7 @@ class SearchService:
             with timer.stage("search"), self.database.read() as conn:
                 hits = [
                     hit_to_dict(h)
-                    for h in search(conn, self.catalog, vector_query, query.filters, query.page)
+                    for h in search(conn, self.catalog, vector_query, query.filters, self._page(query.page))
                 ]
             with timer.stage("cache"):
                 self.cache.set(key, json.dumps(hits).encode(), self.settings.cache_ttl_s)
@@ -194,6 +196,7 @@ class SearchService:
             page.top_k,
             page.offset,
             page.score_threshold,
+            self.settings.field_group,
             version,
         )
         with timer.stage("cache"):
@@ -216,13 +219,17 @@ class SearchService:
                 )
             else:
                 raise RequestError(409, "not_embedded", f"product {sku!r} has no image embedding yet")
-            hits = [hit_to_dict(h) for h in search(conn, self.catalog, vq, filters, page)]
+            hits = [hit_to_dict(h) for h in search(conn, self.catalog, vq, filters, self._page(page))]
         with timer.stage("cache"):
             payload = json.dumps({"mode": mode.value, "hits": hits}).encode()
             self.cache.set(key, payload, self.settings.cache_ttl_s)
         return self._finish(mode, hits, False, timer, [])
 
     # --- steps -------------------------------------------------------------------------
+
+    def _page(self, page: Page) -> Page:
+        """The page with the catalog's grouping (``LOOKALIKE_FIELD_GROUP``): one card per product."""
+        return replace(page, group=self.settings.field_group)
 
     def _finish(
         self, mode: Mode, hits: list[dict[str, Any]], cached: bool, timer: StageTimer, reasons: list[str]
@@ -316,6 +323,7 @@ class SearchService:
             query.page.top_k,
             query.page.offset,
             query.page.score_threshold,
+            self.settings.field_group,
             self.catalog.qualified,
             version,
         )
