@@ -26,6 +26,8 @@ def text_problem(value: str) -> str | None:
     """Why ``value`` cannot be stored or hashed, or None when it can."""
     if "\x00" in value:
         return "must not contain NUL (\\u0000) characters"
+    if value.isascii():  # the common case, and no copy: only non-ASCII text can hold a surrogate
+        return None
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
