@@ -10,11 +10,15 @@ processed), so the only ``api`` package it can import is the wheel's.
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import sysconfig
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,6 +30,45 @@ from api.db.migrate import head_revision
 from tests.support import REPO_ROOT, clean_env, free_port, wait_for_http
 
 SOURCES = ("api", "encoder", "migrations", "pyproject.toml", "README.md", "alembic.ini")
+FIRST_PARTY = {"api", "encoder", "migrations"}
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def imported_modules() -> dict[str, str]:
+    """Top-level modules the shipped code imports (lazy imports in functions included) -> a file."""
+    found: dict[str, str] = {}
+    for package in FIRST_PARTY:
+        for file in (REPO_ROOT / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(file.read_text(), str(file))):
+                names = []
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                for name in names:
+                    found.setdefault(name.split(".")[0], str(file.relative_to(REPO_ROOT)))
+    return found
+
+
+def test_every_imported_package_is_declared() -> None:
+    """A wheel installs only what pyproject.toml declares: tqdm was imported but never declared."""
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    requirements = list(project["dependencies"])
+    for extra in project.get("optional-dependencies", {}).values():
+        requirements += extra
+    declared = {_normalise(re.split(r"[\[<>=!~; ]", req, maxsplit=1)[0]) for req in requirements}
+    distributions = importlib.metadata.packages_distributions()
+    missing = []
+    for module, where in sorted(imported_modules().items()):
+        if module in sys.stdlib_module_names or module in FIRST_PARTY or module == "__future__":
+            continue
+        candidates = {_normalise(d) for d in distributions.get(module, [])} or {_normalise(module)}
+        if not candidates & declared:
+            missing.append(f"{module} (imported in {where}; distributions: {sorted(candidates)})")
+    assert not missing, "imported but not declared in pyproject.toml: " + "; ".join(missing)
 
 
 def build_wheel(tmp: Path) -> Path:
