@@ -73,7 +73,7 @@ def cards(page: Any) -> list[dict[str, str]]:
             shownCategory: n.querySelector('.card-category').textContent,
             name: n.querySelector('.card-name').textContent,
             price: n.querySelector('.card-price').textContent,
-            match: n.querySelector('.match').textContent,
+            match: n.querySelector('.match')?.textContent ?? '',
             alt: n.querySelector('img').alt,
         }))""",
     )

@@ -59,10 +59,12 @@ def test_admin_signs_in_uploads_many_photos_and_sees_coverage(
     page.set_input_files("#upload-files", [str(p) for p in photos])
     page.click("#upload-start")
     page.wait_for_function(
-        'document.querySelectorAll("#upload-list .upload-state").length >= 3 && '
-        "[...document.querySelectorAll('#upload-list .upload-state')].slice(-3).every(n => n.textContent === 'Updated')",
+        "[...document.querySelectorAll('#upload-list .upload-item')]"
+        ".filter(n => n.dataset.state === 'done' || n.dataset.state === 'failed').length >= 6",
         timeout=60_000,
     )
+    labels = page.eval_on_selector_all("#upload-list .upload-state", "nodes => nodes.map(n => n.textContent)")
+    assert labels.count("Updated") == 3, labels
     # The token survives a reload within the tab.
     page.reload()
     page.wait_for_selector(".stat[data-model='clip']")

@@ -24,6 +24,7 @@ const state = {
   loaded: 0,
   controller: null,
   token: 0,
+  cropTimer: null,
   maxBytes: DEFAULT_MAX_BYTES,
   categories: [],
 };
@@ -79,7 +80,11 @@ const picker = new PhotoPicker({
     if (photo || text()) newSearch({ focus: true, fresh: true });
     else goHome();
   },
-  onCrop: () => newSearch({ focus: false }),
+  onCrop: () => {
+    // Arrow keys move the box a step at a time: search once they stop, not on every step.
+    clearTimeout(state.cropTimer);
+    state.cropTimer = setTimeout(() => newSearch({ focus: false }), 250);
+  },
   onReject: (error) => {
     // The photo, crop and results on screen stay exactly as they were.
     message.show(error.message);
@@ -430,7 +435,7 @@ function bindForm() {
   window.addEventListener("popstate", () => applyUrl(location.search));
   const phone = matchMedia("(max-width: 560px)");
   const placeholder = () => {
-    $("query-text").placeholder = phone.matches ? "Describe it, or use a photo" : "Describe what you're looking for, or use a photo";
+    $("query-text").placeholder = phone.matches ? "Words or a photo" : "Describe what you're looking for, or use a photo";
   };
   phone.addEventListener("change", placeholder);
   placeholder();
