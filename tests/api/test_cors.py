@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.cors import normalize_origin, parse_origins
+from api.middleware.body_limit import request_body_limit
 from api.settings import Settings
 from tests.api.conftest import ADMIN, running_api, seed_catalog
 
@@ -76,7 +77,13 @@ def test_a_listed_origin_may_search_and_read(client: TestClient) -> None:
     assert "Origin" in response.headers["vary"]
     sku = response.json()["results"][0]["sku"]
 
-    for path in (f"/api/v1/products/{sku}", f"/api/v1/products/{sku}/similar?top_k=2", "/api/v1/categories"):
+    reads = (
+        f"/api/v1/products/{sku}",
+        f"/api/v1/products/{sku}/similar?top_k=2",
+        "/api/v1/products?category=dress",  # browse
+        "/api/v1/categories",
+    )
+    for path in reads:
         response = client.get(path, headers={"Origin": SHOP})
         assert response.status_code == 200, (path, response.text)
         assert response.headers["access-control-allow-origin"] == SHOP, path
@@ -89,6 +96,13 @@ def test_errors_of_public_reads_are_readable_cross_origin(client: TestClient) ->
     assert response.headers["access-control-allow-origin"] == SHOP
     response = client.get("/api/v1/products/no-such-sku", headers={"Origin": SHOP})
     assert response.status_code == 404
+    assert response.headers["access-control-allow-origin"] == SHOP
+    # The body-size guard answers before any route: it sits inside the CORS middleware.
+    too_big = b"x" * (request_body_limit(client.app.state.lookalike.settings) + 1)
+    response = client.post(
+        "/api/v1/search", content=too_big, headers={"Origin": SHOP, "Content-Type": "application/json"}
+    )
+    assert response.status_code == 413
     assert response.headers["access-control-allow-origin"] == SHOP
 
 

@@ -304,6 +304,9 @@ def test_the_widget_survives_an_all_unset_reset(
     # Our font and colours, not the reset's (which would leave Times at the root's default size).
     font = page.eval_on_selector(f"{WIDGET} .status", "el => getComputedStyle(el).fontFamily")
     assert "system-ui" in font
+    # The shop's theme (custom properties on the element) still reaches inside.
+    accent = page.eval_on_selector(f"{WIDGET} form .primary", "el => getComputedStyle(el).backgroundColor")
+    assert accent == "rgb(122, 46, 31)"  # --lookalike-accent: #7a2e1f in the demo page
     with page.expect_navigation():
         page.click(f"{CARDS} .card >> nth=0")
     assert "/products/" in page.url
