@@ -9,7 +9,6 @@ import { ResultsView } from "./results.js";
 import { PhotoPicker } from "./upload.js";
 import { PhotoStore, emptySearch, readSearch, sha256Hex, writeSearch } from "./url-state.js";
 
-const PAGE_SIZE = 24;
 const DEFAULT_MAX_BYTES = 10 * 1024 * 1024;
 
 const $ = (id) => document.getElementById(id);
@@ -129,7 +128,7 @@ function showSortFilter(browse) {
 function goHome({ history = "push" } = {}) {
   state.controller?.abort();
   state.token += 1;
-  state.query = emptySearch();
+  state.query = { ...emptySearch(), size: state.query.size };
   state.photoBlob = null;
   state.likeName = null;
   compactHero(false);
@@ -165,6 +164,7 @@ async function newSearch({ focus = false, fresh = false, history = "push" } = {}
     priceMin: f.priceMin,
     priceMax: f.priceMax,
     attributes: f.attributes,
+    size: state.query.size,
     like: fresh ? null : state.query.like,
     browse: fresh ? false : state.query.browse,
     sort: $("sort").value,
@@ -256,8 +256,8 @@ function nextCursor(q, response) {
 
 function fetchPage(q, cursor, signal) {
   const f = filtersOf(q);
-  if (q.like) return api.similar(q.like, { filters: f, topK: PAGE_SIZE, offset: cursor || 0 }, signal);
-  if (q.browse) return api.browse({ filters: f, sort: q.sort, cursor, limit: PAGE_SIZE }, signal);
+  if (q.like) return api.similar(q.like, { filters: f, topK: q.size, offset: cursor || 0 }, signal);
+  if (q.browse) return api.browse({ filters: f, sort: q.sort, cursor, limit: q.size }, signal);
   return api.search(
     {
       file: state.photoBlob,
@@ -265,7 +265,7 @@ function fetchPage(q, cursor, signal) {
       text: q.text,
       alpha: q.alpha,
       filters: f,
-      topK: PAGE_SIZE,
+      topK: q.size,
       offset: cursor || 0,
     },
     signal,
@@ -344,7 +344,7 @@ function browseCategory(category) {
   state.sharedPhoto = false;
   state.likeName = null;
   filters.set({ category });
-  state.query = { ...emptySearch(), category, browse: true };
+  state.query = { ...emptySearch(), size: state.query.size, category, browse: true };
   newSearch({ focus: true });
 }
 
@@ -355,7 +355,7 @@ function onFiltersChanged() {
   if (!hasQuery(q) || q.browse) {
     // No query: choosing a category browses it; clearing it goes back to the start.
     if (category) {
-      state.query = { ...emptySearch(), category, browse: true };
+      state.query = { ...emptySearch(), size: q.size, category, browse: true };
       newSearch({ focus: false });
     } else if (q.browse) {
       goHome();
@@ -369,6 +369,7 @@ function onFiltersChanged() {
 async function applyUrl(search) {
   const q = readSearch(search);
   const token = ++state.token;
+  state.query = { ...state.query, size: q.size }; // a link's page size holds for the searches after it
   $("query-text").value = q.text;
   $("alpha").value = String(q.alpha);
   $("sort").value = q.sort;
@@ -397,9 +398,9 @@ async function applyUrl(search) {
   if (q.like) {
     api.product(q.like).then(
       (product) => {
-        if (state.query.like !== q.like || !product?.name) return;
+        if (token !== state.token || !product?.name) return;
         state.likeName = product.name;
-        $("results-title").textContent = title(state.query);
+        if (!$("results-title").hidden) $("results-title").textContent = title({ ...q, like: q.like });
       },
       () => {},
     );

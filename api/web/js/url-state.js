@@ -6,8 +6,10 @@
 //   cat     category                       min, max  price range
 //   a       attributes, a JSON object      n      pages loaded ("Load more" depth)
 //   browse  1: browsing a category         sort   browse order
+//   size    results per page (1-100; 24 unless a link asks for another)
 
 const DEFAULT_ALPHA = 0.5;
+export const DEFAULT_PAGE_SIZE = 24;
 
 /** The empty search: the start page. */
 export const emptySearch = () => ({
@@ -22,6 +24,7 @@ export const emptySearch = () => ({
   pages: 1,
   browse: false,
   sort: "",
+  size: DEFAULT_PAGE_SIZE,
 });
 
 const number = (value) => {
@@ -53,6 +56,8 @@ export function readSearch(search) {
   state.pages = pages && pages >= 1 ? Math.min(Math.floor(pages), 20) : 1;
   state.browse = params.get("browse") === "1" && Boolean(state.category);
   state.sort = params.get("sort") || "";
+  const size = number(params.get("size"));
+  state.size = size && size >= 1 && size <= 100 ? Math.floor(size) : DEFAULT_PAGE_SIZE;
   return state;
 }
 
@@ -70,6 +75,7 @@ export function writeSearch(state) {
   if (Object.keys(state.attributes).length) params.set("a", JSON.stringify(state.attributes));
   if (state.browse && state.sort) params.set("sort", state.sort);
   if (state.pages > 1) params.set("n", String(state.pages));
+  if (state.size && state.size !== DEFAULT_PAGE_SIZE) params.set("size", String(state.size));
   const query = params.toString();
   return query ? `?${query}` : "";
 }
