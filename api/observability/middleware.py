@@ -8,9 +8,9 @@ docs/benchmarks.md, "Metrics overhead").
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -48,7 +48,7 @@ class ObservabilityMiddleware:
                 if _CLIENT_ID.match(candidate):
                     request_id = candidate  # a proxy's id: keep it so logs join up
                 break
-        request_id = request_id or uuid.uuid4().hex
+        request_id = request_id or os.urandom(16).hex()  # a uuid4's randomness, without the object
         token = REQUEST_ID.set(request_id)
         header = (b"x-request-id", request_id.encode("latin-1"))
         status = 500
@@ -69,8 +69,8 @@ class ObservabilityMiddleware:
             method = method if method in _METHODS else "OTHER"
             route = route_template(scope)
             labels = (route, method, str(status))
-            m.HTTP_REQUESTS.labels(*labels).inc()
-            m.HTTP_LATENCY.labels(*labels).observe(elapsed)
+            m.HTTP_REQUESTS_BY.get(*labels).inc()
+            m.HTTP_LATENCY_BY.get(*labels).observe(elapsed)
             if self.access_log_lines:
                 access_log.info(
                     "%s %s %d %.1fms",

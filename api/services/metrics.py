@@ -72,10 +72,10 @@ class Metrics:
     def record(
         self, mode: str, timing: dict[str, float], cached: bool = False, reasons: Iterable[str] = ()
     ) -> None:
-        m.SEARCHES.labels(mode, "true" if cached else "false").inc()
-        m.CACHE_LOOKUPS.labels("hit" if cached else "miss").inc()
+        m.SEARCHES_BY.get(mode, "true" if cached else "false").inc()
+        m.CACHE_LOOKUPS_BY.get("hit" if cached else "miss").inc()
         for stage, ms in timing.items():
-            m.SEARCH_STAGE.labels(stage, mode).observe(ms / 1000)
+            m.SEARCH_STAGE_BY.get(stage, mode).observe(ms / 1000)
         for reason in reasons:
             skipped, cause = fallback_reason(reason)
             m.FALLBACKS.labels(skipped, mode, cause).inc()
