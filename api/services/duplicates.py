@@ -49,8 +49,9 @@ DEFAULT_THRESHOLDS: dict[VectorKind, float] = {"mobilenet": 0.12, "clip": 0.05}
 MobileNetV2 (measured, ``tests/api/services/test_duplicates.py`` on the clothing set): JPEG q=70
 re-encodes of 50 photos lie at most 0.0004 from their original, 5%-cropped copies 0.044 and
 half-size copies 0.085; 0.12 leaves a margin. Different photos come as close as 0.047, which is
-why pairs are verified. CLIP: not measured here (no CLIP weights on the test machine); CLIP is
-trained to ignore resizing and crops, so its copies lie closer together than MobileNetV2's.
+why pairs are verified. CLIP: not measured (no CLIP weights on the test machine); 0.05 is a
+starting point, five times Immich's cut for its CLIP duplicate detection: raise it if known copies
+are missed -- the pixel check keeps a loose cut from reporting similar products.
 """
 MAX_THRESHOLD = 0.5
 """Beyond this the "duplicates" are merely similar products, and clusters swallow whole categories."""
