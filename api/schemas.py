@@ -145,6 +145,11 @@ class ProductView(BaseModel):
 class SearchHit(ProductView):
     score: float = Field(description="cosine similarity (vector modes) or normalised text rank")
     similarity: float = Field(description="score as a percentage")
+    match: float | None = Field(
+        default=None,
+        description="0..1: where the hit sits between what this model scores for unrelated products "
+        "(0) and the best hit of the search (1); what a match display should show, not the raw score",
+    )
     variants: int | None = Field(
         default=None,
         description="with LOOKALIKE_FIELD_GROUP: how many rows of this product's group matched "
@@ -156,6 +161,9 @@ class SearchResponse(BaseModel):
     mode: str = Field(description="clip, hybrid, mobilenet_fallback or fulltext_fallback")
     cached: bool
     fallback_reason: str | None = None
+    words_used: str | None = Field(
+        default=None, description="how the words of a photo + words search shaped the results"
+    )
     timing: Timing
     count: int
     top_k: int

@@ -41,6 +41,7 @@ def to_response(result: SearchResult, page: Page) -> JSONResponse:
             "mode": result.mode.value,
             "cached": result.cached,
             "fallback_reason": result.fallback_reason,
+            "words_used": result.words_used,
             "timing": result.timing,
             "count": len(results),
             "top_k": page.top_k,

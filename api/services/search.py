@@ -18,11 +18,13 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from sqlalchemy.engine import Connection
 
 from api.db.catalog import Catalog
 from api.db.engine import Database
 from api.db.search import Filters, Hit, Page, TextQuery, VectorColumn, VectorQuery, search, stored_vector
 from api.errors import RequestError
+from api.services import relevance
 from api.services.cache import Cache
 from api.services.catalog_version import CatalogVersion
 from api.services.embedding import sha256_hex
@@ -112,6 +114,8 @@ class SearchResult:
     cached: bool
     timing: dict[str, float]
     fallback_reason: str | None = None
+    words_used: str | None = None
+    """How the words of a photo + words search were used (None without words or without a photo)."""
 
 
 def hit_to_dict(hit: Hit) -> dict[str, Any]:
@@ -168,19 +172,18 @@ class SearchService:
                 with timer.stage("cache"):
                     cached = self.cache.get(key)
                 if cached is not None:
-                    return self._finish(mode, json.loads(cached), True, timer, reasons)
+                    return self._words_used(
+                        self._finish(mode, json.loads(cached), True, timer, reasons), text
+                    )
                 vector_query = self._vector_query(mode, model_id, query, image, text, timer)
             except EncoderUnavailableError as exc:
                 reasons.append(f"{mode.value}: {exc}")
                 continue
             with timer.stage("search"), self.database.read() as conn:
-                hits = [
-                    hit_to_dict(h)
-                    for h in search(conn, self.catalog, vector_query, query.filters, self._page(query.page))
-                ]
+                hits = self._ranked(conn, mode, vector_query, query.filters, query, text)
             with timer.stage("cache"):
                 self.cache.set(key, json.dumps(hits).encode(), self.settings.cache_ttl_s)
-            return self._finish(mode, hits, False, timer, reasons)
+            return self._words_used(self._finish(mode, hits, False, timer, reasons), text)
         raise NothingCanServeError("; ".join(reasons))
 
     def similar(self, sku: str, filters: Filters, page: Page) -> SearchResult:
@@ -219,13 +222,52 @@ class SearchService:
                 )
             else:
                 raise RequestError(409, "not_embedded", f"product {sku!r} has no image embedding yet")
-            hits = [hit_to_dict(h) for h in search(conn, self.catalog, vq, filters, self._page(page))]
+            hits = self._ranked(conn, mode, vq, filters, SearchQuery(None, None, 1.0, filters, page), None)
         with timer.stage("cache"):
             payload = json.dumps({"mode": mode.value, "hits": hits}).encode()
             self.cache.set(key, payload, self.settings.cache_ttl_s)
         return self._finish(mode, hits, False, timer, [])
 
     # --- steps -------------------------------------------------------------------------
+
+    def _ranked(
+        self,
+        conn: Connection,
+        mode: Mode,
+        vector_query: VectorQuery | TextQuery,
+        filters: Filters,
+        query: SearchQuery,
+        text: str | None,
+    ) -> list[dict[str, Any]]:
+        """One page with honest matches, cut where the matches end (api.services.relevance); in a
+        fallback photo + words search the words re-rank the photo's candidates."""
+
+        def run(page: Page) -> list[dict[str, Any]]:
+            return [
+                hit_to_dict(h) for h in search(conn, self.catalog, vector_query, filters, self._page(page))
+            ]
+
+        if isinstance(vector_query, TextQuery):
+            hits = run(query.page)
+            best = None
+            if hits and query.page.offset > 0:
+                top = run(replace(query.page, top_k=1, offset=0))
+                best = top[0]["score"] if top else None
+            return relevance.text_page(hits, best)
+        if mode is Mode.MOBILENET and text:
+            return relevance.reranked_page(
+                conn, self.catalog, vector_query, query.page, text, query.alpha, run
+            )
+        return relevance.vector_page(conn, self.catalog, vector_query, query.page, run)
+
+    @staticmethod
+    def _words_used(result: SearchResult, text: str | None) -> SearchResult:
+        """Say how the words shaped a photo + words search (the response's ``words_used``)."""
+        if text and result.mode is Mode.HYBRID:
+            result.words_used = "blended with the photo by CLIP"
+        elif text and result.mode is Mode.MOBILENET:
+            result.words_used = "re-ranked the visually similar items by their product text"
+        return result
 
     def _page(self, page: Page) -> Page:
         """The page with the catalog's grouping (``LOOKALIKE_FIELD_GROUP``): one card per product."""
@@ -318,7 +360,7 @@ class SearchService:
             model_id,
             image_sha,
             hashlib.sha256((text or "").encode("utf-8", "surrogatepass")).hexdigest(),
-            query.alpha if mode is Mode.HYBRID else None,
+            query.alpha if mode is Mode.HYBRID or (mode is Mode.MOBILENET and text) else None,
             json.dumps(_filters_key(query.filters)),
             query.page.top_k,
             query.page.offset,
