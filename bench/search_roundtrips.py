@@ -57,6 +57,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/lookalike-bench-roundtrips"))
+    parser.add_argument(
+        "--engines", action="store_true", help="also FAISS HNSW and qdrant-edge-py, same vectors"
+    )
     args = parser.parse_args()
 
     import psycopg
@@ -164,9 +167,82 @@ def main() -> None:
         ).fetchall()
         print("plan with set_config:", " | ".join(r[0].strip() for r in one))
 
+    if args.engines:
+        with psycopg.connect(dsn, options=options) as conn:
+            register_vector(conn)
+            found = [
+                [r[0] - 1 for r in conn.execute(select.format(extra=""), {"q": q}, binary=True).fetchall()]
+                for q in queries
+            ]
+        truth = np.argsort(-(queries @ base.T), axis=1)[:, :10]
+        print(
+            f"pgvector HNSW (m 16, ef_construction 64, ef_search 64): recall@10 {_recall(found, truth):.4f}"
+        )
+        engines(base, queries, truth, results, args.data_dir)
     print(f"\n{args.rows} rows, {args.queries} queries, ms per query (p50 / p90 / min)")
     for name, values in results.items():
         print(f"{name:<48} {statistics.median(values):7.3f} {p(values, 90):7.3f} {min(values):7.3f}")
+
+
+def _recall(found: list[list[int]], truth: np.ndarray) -> float:
+    return sum(len(set(f) & set(t.tolist())) for f, t in zip(found, truth, strict=True)) / truth.size
+
+
+def engines(
+    base: np.ndarray, queries: np.ndarray, truth: np.ndarray, results: dict[str, list[float]], folder: Path
+) -> None:
+    """FAISS HNSW and an embedded Qdrant (qdrant-edge-py) on the same vectors, same graph parameters,
+    in this process (no round trip at all: the floor a search step inside PostgreSQL is compared with)."""
+    import faiss
+
+    faiss.omp_set_num_threads(1)  # one query at a time, as a search step is
+    index = faiss.IndexHNSWFlat(DIM, 16, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = 64
+    index.add(base)
+    index.hnsw.efSearch = 64
+    found = []
+    for q in queries:
+        t0 = time.perf_counter()
+        _, ids = index.search(q[None], 10)
+        results.setdefault("faiss HNSW (in process)", []).append((time.perf_counter() - t0) * 1000)
+        found.append(ids[0].tolist())
+    print(f"FAISS HNSW (M 16, efConstruction 64, efSearch 64): recall@10 {_recall(found, truth):.4f}")
+
+    import shutil
+
+    import qdrant_edge as qe
+
+    path = folder / "qdrant-edge"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    shard = qe.EdgeShard.create(
+        str(path),
+        qe.EdgeConfig(
+            vectors=qe.EdgeVectorParams(size=DIM, distance=qe.Distance.Cosine),
+            hnsw_config=qe.HnswIndexConfig(m=16, ef_construct=64, full_scan_threshold=1),
+            optimizers=qe.EdgeOptimizersConfig(indexing_threshold=1000),
+        ),
+    )
+    for start in range(0, len(base), 2000):
+        points = [qe.Point(i + 1, base[i].tolist()) for i in range(start, min(len(base), start + 2000))]
+        shard.update(qe.UpdateOperation.upsert_points(points))
+    started = time.perf_counter()
+    shard.optimize()
+    print(f"qdrant-edge: optimised (HNSW built) in {time.perf_counter() - started:.1f} s")
+    found = []
+    for q in queries:
+        request = qe.QueryRequest(
+            limit=10,
+            query=qe.Query.Nearest(q.tolist()),
+            params=qe.SearchParams(hnsw_ef=64),
+            with_payload=False,
+        )
+        t0 = time.perf_counter()
+        hits = shard.query(request)
+        results.setdefault("qdrant-edge HNSW (in process)", []).append((time.perf_counter() - t0) * 1000)
+        found.append([int(h.id) - 1 for h in hits])
+    print(f"qdrant-edge HNSW (m 16, ef_construct 64, hnsw_ef 64): recall@10 {_recall(found, truth):.4f}")
+    shard.close()
 
 
 if __name__ == "__main__":
