@@ -5,6 +5,7 @@ loads ``/ui/widget.js`` from a real ``lookalike serve`` that lists that origin i
 
 from __future__ import annotations
 
+import base64
 import html
 import subprocess
 import threading
@@ -495,3 +496,40 @@ def test_fallback_modes_are_worded_for_shoppers(
     detail = search_with(page, lambda: page.press(f"{WIDGET} #words", "Enter"))
     assert detail["response"]["mode"] == "fulltext_fallback"
     assert page.inner_text(f"{WIDGET} .status").endswith("Showing items that match your words.")
+
+
+FILE_EVENT = """([target, type, data, name]) => {
+    const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+    const transfer = new DataTransfer();
+    transfer.items.add(new File([bytes], name, { type: "image/jpeg" }));
+    const host = document.querySelector("lookalike-search");
+    const node = target.startsWith("widget:") ? host.shadowRoot.querySelector(target.slice(7)) : document.querySelector(target);
+    if (type === "paste") {
+        node.dispatchEvent(new ClipboardEvent("paste", { clipboardData: transfer, bubbles: true, cancelable: true }));
+        return;
+    }
+    for (const step of ["dragenter", "dragover", "drop"]) {
+        node.dispatchEvent(new DragEvent(step, { dataTransfer: transfer, bubbles: true, cancelable: true }));
+    }
+}"""
+
+
+def test_paste_or_drop_a_photo(page: Any, shop: DemoShop, query_photo: Callable[[str], Path]) -> None:
+    """``for="#shop-search-input"``: a photo pasted into the shop's own search box searches; a photo
+    dropped on the camera button or into the open modal does too."""
+    open_shop(page, shop)
+
+    def send(target: str, kind: str, photo: Path) -> dict[str, Any]:
+        data = base64.b64encode(photo.read_bytes()).decode()
+        return search_with(page, lambda: page.evaluate(FILE_EVENT, [target, kind, data, photo.name]))
+
+    detail = send("#shop-search-input", "paste", query_photo("t-shirt"))
+    assert page.is_visible(f"{WIDGET} dialog") and detail["response"]["count"] == 8
+    page.keyboard.press("Escape")
+    detail = send("widget:.trigger", "drop", query_photo("outwear"))
+    assert page.is_visible(f"{WIDGET} dialog") and detail["response"]["count"] == 8
+    detail = send("widget:.panel", "drop", query_photo("longsleeve"))
+    assert detail["response"]["count"] == 8 and page.is_visible(f"{WIDGET} .preview")
+    # The element's methods, for shops that wire their own buttons.
+    detail = search_with(page, lambda: page.eval_on_selector(WIDGET, "el => el.searchWords('dress')"))
+    assert detail["query"]["words"] == "dress" and page.is_hidden(f"{WIDGET} .preview")
