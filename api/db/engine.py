@@ -128,13 +128,18 @@ class Availability:
 
     Every request during an outage fails the same way; logging each one (with a traceback)
     wrote 78 MB during a 30 s outage (issue 14). State changes are what an operator needs.
+    A shutdown flaps at its edges (a connection accepted while others are being terminated,
+    then "the database system is starting up"), so the outage only ends on a success at least
+    ``settle_s`` after its last failure: one line when it goes, one when it is back.
     """
 
-    def __init__(self, name: str, logger: logging.Logger = log) -> None:
+    def __init__(self, name: str, logger: logging.Logger = log, settle_s: float = 1.0) -> None:
         self.name = name
         self.log = logger
+        self.settle_s = settle_s
         self._lock = threading.Lock()
         self.down_since: float | None = None
+        self.last_failure_at = 0.0
         self.last_error: str | None = None
         self.outages = 0
 
@@ -145,9 +150,10 @@ class Availability:
     def failed(self, reason: str) -> None:
         with self._lock:
             self.last_error = reason
+            self.last_failure_at = time.monotonic()
             if self.down_since is not None:
                 return
-            self.down_since = time.monotonic()
+            self.down_since = self.last_failure_at
             self.outages += 1
         self.log.warning("%s is unavailable: %s; answering 503 until it is back", self.name, reason)
 
@@ -155,9 +161,10 @@ class Availability:
         if self.down_since is None:  # the common case: no lock taken
             return
         with self._lock:
-            if self.down_since is None:
+            now = time.monotonic()
+            if self.down_since is None or now - self.last_failure_at < self.settle_s:
                 return
-            down_for = time.monotonic() - self.down_since
+            down_for = now - self.down_since
             self.down_since = None
         self.log.warning("%s is back after %.1fs", self.name, down_for)
 
@@ -172,7 +179,7 @@ def map_unavailability(engine: Engine, availability: Availability, display_url: 
 
     Done with SQLAlchemy's ``handle_error`` hook rather than in ``Database.connect``/``read``
     so that ``engine.connect()`` and ``engine.begin()`` users, and failures in the middle of
-    a query, are covered too; the pool's ``connect`` event says when the server is back.
+    a query, are covered too; the pool's ``connect`` and ``checkout`` events say when it is back.
     """
 
     @event.listens_for(engine, "handle_error")
@@ -188,6 +195,10 @@ def map_unavailability(engine: Engine, availability: Availability, display_url: 
     @event.listens_for(engine, "connect")
     def _connected(*_: Any) -> None:
         availability.succeeded()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(*_: Any) -> None:
+        availability.succeeded()  # an attribute check while up; ends an outage that has settled
 
 
 class Database:
