@@ -291,7 +291,7 @@ export class LookalikeSearch extends HTMLElement {
     for (const button of root.querySelectorAll(".like")) {
       button.setAttribute("aria-label", t.similarLabel(button.dataset.name));
     }
-    if (this.saved && this.query?.product) this.renderBanner(this.query.product);
+    if (this.query?.kind === "similar") this.renderBanner(this.query.product);
     this.renderStatus();
     const box = this.el.crop.querySelector(".lk-crop-box");
     box?.setAttribute("aria-label", t.cropLabel);
