@@ -9,7 +9,8 @@ query to a fixed sample of the catalog, i.e. what "unrelated" scores for this mo
 A hit's ``match`` is where it sits between that background (0) and the best hit (1). Hits below
 ``MATCH_FLOOR`` are not matches: the page stops there and ``next_offset`` is null, so "Load more"
 ends when the matches end instead of paging through the whole catalog. The raw ``score`` stays in
-every hit for API users.
+every hit for API users, and a request that sets its own ``score_threshold`` gets that floor
+instead of this one (``score_threshold: -1`` lists every row under the filters).
 """
 
 from __future__ import annotations
@@ -62,7 +63,9 @@ def background(conn: Connection, catalog: Catalog, query: VectorQuery) -> float 
 def with_matches(
     hits: list[dict[str, Any]], best: float | None, floor_score: float | None, page: Page
 ) -> tuple[list[dict[str, Any]], bool]:
-    """Give every hit its ``match`` and cut the page at MATCH_FLOOR; True when the list ended here."""
+    """Give every hit its ``match`` and cut the page at MATCH_FLOOR (unless the caller set its own
+    score_threshold); True when the list ended here."""
+    cut = page.score_threshold is None
     if best is None:
         return hits, False
     spread = best - floor_score if floor_score is not None else best
@@ -74,7 +77,7 @@ def with_matches(
         else:
             match = (hit["score"] - floor_score) / spread
         match = min(1.0, max(0.0, match))
-        if floor_score is not None and spread > 1e-9 and match < MATCH_FLOOR:
+        if cut and floor_score is not None and spread > 1e-9 and match < MATCH_FLOOR:
             ended = True
             break
         kept.append({**hit, "match": round(match, 4)})
@@ -152,7 +155,7 @@ def reranked_page(
     out: list[dict[str, Any]] = []
     for hit in ordered[page.offset : page.offset + page.top_k]:
         photo_match = (hit["score"] - floor) / (high - floor) if floor is not None and high > floor else 1.0
-        if ranks.get(hit["id"], 0.0) <= 0 and photo_match < MATCH_FLOOR:
+        if page.score_threshold is None and ranks.get(hit["id"], 0.0) <= 0 and photo_match < MATCH_FLOOR:
             break  # neither the words nor the photo make it a match: the list ends here
         out.append({**hit, "match": round(min(1.0, max(0.0, mixed(hit) / best_mix)), 4)})
     return out

@@ -83,23 +83,32 @@ def test_hybrid_weights_image_against_text(api: Api) -> None:
 
 def test_filters_category_price_and_attributes(api: Api) -> None:
     image = b64(api.image("pants-0"))
-    by_category = search(api, image=image, top_k=20, filters={"category": ["skirt", "shorts"]})
+    # score_threshold=-1: every row under the filters, not only the matches (api.services.relevance).
+    by_category = search(
+        api, image=image, top_k=20, score_threshold=-1, filters={"category": ["skirt", "shorts"]}
+    )
     assert by_category["count"] == 6
     assert {r["category"] for r in by_category["results"]} == {"skirt", "shorts"}
     one = search(api, image=image, filters={"category": "hat"})
     assert {r["category"] for r in one["results"]} == {"hat"}
-    priced = search(api, image=image, top_k=50, filters={"price_min": 20, "price_max": 30})
+    priced = search(
+        api, image=image, top_k=50, score_threshold=-1, filters={"price_min": 20, "price_max": 30}
+    )
     assert priced["count"] == 10 and all(20 <= r["price"] <= 30 for r in priced["results"])
-    red = search(api, image=image, top_k=50, filters={"attributes": {"color": "red"}})
+    red = search(api, image=image, top_k=50, score_threshold=-1, filters={"attributes": {"color": "red"}})
     assert red["count"] == 10 and all(r["attributes"]["color"] == "red" for r in red["results"])
 
 
 def test_pages_follow_each_other_without_overlap(api: Api) -> None:
     image = b64(api.image("outwear-2"))
-    everything = search(api, image=image, top_k=30)
-    pages = [search(api, image=image, top_k=10, offset=o) for o in (0, 10, 20)]
+    everything = search(api, image=image, top_k=30, score_threshold=-1)
+    pages = [search(api, image=image, top_k=10, offset=o, score_threshold=-1) for o in (0, 10, 20)]
     assert [r["sku"] for p in pages for r in p["results"]] == [r["sku"] for r in everything["results"]]
-    assert pages[2]["next_offset"] == 30 and search(api, image=image, top_k=10, offset=30)["count"] == 0
+    last = search(api, image=image, top_k=10, offset=30, score_threshold=-1)
+    assert pages[2]["next_offset"] == 30 and last["count"] == 0
+    # Without a threshold of its own, the list ends where the matches end.
+    matches = search(api, image=image, top_k=30)
+    assert 0 < matches["count"] < 30 and matches["next_offset"] is None
 
 
 def test_score_threshold_trims_the_tail(api: Api) -> None:
