@@ -190,10 +190,16 @@ def test_threshold_and_category_narrow_the_report(planted: Planted) -> None:
     )
     assert hats.products_checked < 3068 and hats.clusters
     assert clusters_of(hats.as_dict()) == {g for g in planted.expected if all("hat" in sku for sku in g)}
-    exact = find_duplicates(
-        planted.database, planted.catalog, planted.settings, DuplicateQuery(threshold=0.0)
+    # A tight cut keeps only the re-encodes (<= 0.0004 apart; crops and half-size copies are
+    # >= 0.0066 away): every cluster is then an original and its q=70 copy.
+    tight = clusters_of(
+        find_duplicates(
+            planted.database, planted.catalog, planted.settings, DuplicateQuery(threshold=0.001)
+        ).as_dict()
     )
-    assert exact.clusters == []
+    assert len(tight) == PLANTED
+    assert all(len(c) == 2 and any("q70" in sku for sku in c) for c in tight)
+    assert all(any(c <= g for g in planted.expected) for c in tight)
 
 
 def test_the_neighbour_query_uses_the_hnsw_index(planted: Planted) -> None:
