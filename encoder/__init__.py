@@ -13,26 +13,11 @@ import os
 # back to back. libgomp reads this once, when torch loads it, so it is set on import of
 # this package, which every entry point imports before torch; a value in the environment wins.
 #
-# Not with LOOKALIKE_CLIP_RUNTIME=torch (issue 20): then every model is torch, one OpenMP pool,
-# nothing to steal from, and the cap was what made our torch path slower than a plain open_clip
-# call: each of a ViT-B/32 forward's ~150 parallel regions found its worker asleep, ~440 futex
-# sleeps and wake-ups per batch-1 image (7 with libgomp's default spin), each a few tens of us
-# on a virtual machine. The runtime is read from the environment or ./.env, as api.settings does.
-
-
-def _clip_runtime_setting() -> str:
-    value = os.environ.get("LOOKALIKE_CLIP_RUNTIME")
-    if value is None:
-        try:
-            with open(".env", encoding="utf-8") as env_file:
-                for line in env_file:
-                    name, _, setting = line.strip().partition("=")
-                    if name.strip() == "LOOKALIKE_CLIP_RUNTIME":
-                        value = setting.strip().strip("'\"")
-        except OSError:
-            pass
-    return (value or "auto").strip().lower()
-
-
-if _clip_runtime_setting() != "torch":
-    os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+# It is also why LOOKALIKE_CLIP_RUNTIME=torch runs ~25% behind a plain open_clip process on an
+# otherwise idle machine (issue 20): a ViT forward has ~150 parallel regions, and with the cap
+# the second worker has gone to sleep before most of them (~440 futex wake-ups per batch-1
+# image against 7 with libgomp's default spin). Lifting the cap for the torch runtime was
+# tried and measured 2.8x slower with other work on the cores (docs/benchmarks.md), which is
+# how a server runs (PostgreSQL, other requests), so the cap stays; a dedicated, otherwise
+# idle machine running torch CLIP can export GOMP_SPINCOUNT=300000 to get that 25% back.
+os.environ.setdefault("GOMP_SPINCOUNT", "10000")
