@@ -17,7 +17,7 @@ import os
 # otherwise idle machine (issue 20): a ViT forward has ~150 parallel regions, and with the cap
 # the second worker has gone to sleep before most of them (~440 futex wake-ups per batch-1
 # image against 7 with libgomp's default spin). Lifting the cap for the torch runtime was
-# tried and measured 2.8x slower with other work on the cores (docs/benchmarks.md), which is
+# tried and measured 2.6-6.3x slower with other work on the cores (docs/benchmarks.md), which is
 # how a server runs (PostgreSQL, other requests), so the cap stays; a dedicated, otherwise
 # idle machine running torch CLIP can export GOMP_SPINCOUNT=300000 to get that 25% back.
 os.environ.setdefault("GOMP_SPINCOUNT", "10000")
