@@ -138,11 +138,15 @@ async def open_loop(base: str, images: Images, rate: float, seconds: float) -> d
     }
 
 
-def start_server(data_dir: Path, port: int, max_inflight: int | None) -> subprocess.Popen[bytes]:
+def start_server(
+    data_dir: Path, port: int, max_inflight: int | None, queue: int | None = None
+) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKALIKE_") and k != "DATABASE_URL"}
     env.update(LOOKALIKE_DATA_DIR=str(data_dir), LOOKALIKE_CLIP_RANDOM_WEIGHTS="1")
     if max_inflight is not None:
         env["LOOKALIKE_MAX_INFLIGHT"] = str(max_inflight)
+    if queue is not None:
+        env["LOOKALIKE_ADMISSION_QUEUE"] = str(queue)
     try:
         httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=2)
         raise SystemExit(f"something already listens on port {port}; pick another with --port")
@@ -198,6 +202,9 @@ def main() -> int:
     parser.add_argument(
         "--max-inflight", type=int, default=None, help="run A's limit (default: the server's)"
     )
+    parser.add_argument(
+        "--queue", type=int, default=None, help="run A's admission queue (default: the server's)"
+    )
     parser.add_argument("--seconds", type=float, default=20.0, help="per offered load")
     parser.add_argument("--factors", type=float, nargs="+", default=[1, 2, 4])
     parser.add_argument("--rounds", type=int, default=2, help="A/B pairs, alternated")
@@ -222,14 +229,24 @@ def main() -> int:
     for round_ in range(args.rounds):
         for name, server_limit in (("A admission", args.max_inflight), ("B no admission", OFF)):
             print(f"round {round_ + 1}, {name} (limit {server_limit or limit})", flush=True)
-            server = start_server(args.data_dir, args.port, server_limit)
+            server = start_server(
+                args.data_dir, args.port, server_limit, args.queue if server_limit != OFF else None
+            )
             try:
                 result, measured = asyncio.run(one_run(base, images, limit, capacity, args))
             finally:
                 server.terminate()
                 server.wait(30)
             capacity = capacity or measured
-            runs.append({"round": round_ + 1, "server": name, "limit": server_limit or limit, **result})
+            runs.append(
+                {
+                    "round": round_ + 1,
+                    "server": name,
+                    "limit": server_limit or limit,
+                    "queue": args.queue,
+                    **result,
+                }
+            )
     meta = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": platform.processor() or platform.machine(),

@@ -15,6 +15,7 @@ are bounded separately (``api.services.image_input.download_slot``, the body-siz
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import threading
@@ -25,6 +26,7 @@ from typing import Any, TypeVar, cast
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.settings import Settings
 
@@ -56,6 +58,8 @@ class Gate:
         self.waiting = 0
         self.admitted = 0
         self.refused = 0
+        self.shed = 0
+        """Requests refused by :class:`ShedWhenFull` before their body was read."""
 
     def _refuse(self) -> OverloadedError:
         self.refused += 1
@@ -86,6 +90,10 @@ class Gate:
                 self.inflight -= 1
                 self._cond.notify()
 
+    def full(self) -> bool:
+        """Every slot taken and the queue full: a new caller would be refused at once."""
+        return self.inflight >= self.limit and self.waiting >= self.queue
+
     def stats(self) -> dict[str, int]:
         return {
             "limit": self.limit,
@@ -93,6 +101,7 @@ class Gate:
             "waiting": self.waiting,
             "admitted": self.admitted,
             "refused": self.refused,
+            "shed": self.shed,
         }
 
 
@@ -130,6 +139,63 @@ class AdmittedSearch:
 def admit_search(service: T, settings: Settings) -> T:
     """Wrap a SearchService so its queries pass the admission gate (typed as the service itself)."""
     return cast(T, AdmittedSearch(service, search_gate(settings)))
+
+
+SEARCH_PATHS = ("/api/v1/search", "/api/v1/search/image", "/api/image-search/find-similar")
+
+
+def _is_search(scope: Scope) -> bool:
+    path = scope.get("path", "")
+    if scope.get("method") == "POST":
+        return path in SEARCH_PATHS
+    return scope.get("method") == "GET" and path.startswith("/api/v1/products/") and path.endswith("/similar")
+
+
+def _overloaded_messages(gate: Gate) -> tuple[Message, Message]:
+    body = json.dumps(
+        {
+            "error": {
+                "code": "overloaded",
+                "message": f"the server is busy ({gate.limit} {gate.name} at once); retry shortly",
+            }
+        }
+    ).encode()
+    start: Message = {
+        "type": "http.response.start",
+        "status": 503,
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"retry-after", b"1"),
+            # The body is not read, so this connection cannot carry another request.
+            (b"connection", b"close"),
+        ],
+    }
+    return start, {"type": "http.response.body", "body": body}
+
+
+class ShedWhenFull:
+    """Refuse a search before reading its body when the admission gate could not take it anyway.
+
+    A refusal inside the route came after the upload was read and parsed and a worker thread
+    was found: on a saturated machine that was most of a refused request's cost. Here it costs
+    a look at two counters. Requests the gate might still take (a slot or a queue place free)
+    go on, and the gate decides.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and _is_search(scope):
+            state = getattr(getattr(scope.get("app"), "state", None), "lookalike", None)
+            gate = getattr(getattr(state, "search", None), "gate", None)
+            if isinstance(gate, Gate) and gate.full():
+                gate.shed += 1
+                for message in _overloaded_messages(gate):
+                    await send(message)
+                return
+        await self.app(scope, receive, send)
 
 
 def install_overload_handler(app: FastAPI) -> None:
