@@ -182,9 +182,11 @@ def _duplicates(args: argparse.Namespace, settings: Settings) -> None:
         _database(settings) as database,
         tqdm(unit="product", desc="duplicates", disable=args.no_progress or None, file=sys.stderr) as bar,
     ):
+        stages: list[str] = []
 
         def progress(stage: str, done: int, total: int) -> None:
-            if bar.desc != stage:  # the second stage starts its own count
+            if not stages or stages[-1] != stage:  # the second stage starts its own count
+                stages.append(stage)
                 bar.reset(total=total)
                 bar.set_description(stage)
             bar.update(done - bar.n)
