@@ -23,6 +23,7 @@ import numpy as np
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import Connection
 
+from api.db.binary_vector import BinaryVector
 from api.db.catalog import Catalog
 from api.db.search import Page, VectorColumn, VectorQuery
 
@@ -51,7 +52,9 @@ def background(conn: Connection, catalog: Catalog, query: VectorQuery) -> float 
         f"(SELECT {column} FROM {table} WHERE {column} IS NOT NULL {model_clause} LIMIT :n) AS sample"
     )
     params: dict[str, Any] = {
-        "vector": "[" + ",".join(f"{v:.7g}" for v in np.asarray(query.vector, dtype=np.float32)) + "]",
+        "vector": BinaryVector(
+            np.asarray(query.vector, dtype=np.float32)
+        ),  # binary: no float text round trip
         "n": BACKGROUND_SAMPLE,
     }
     if query.model_id is not None:
