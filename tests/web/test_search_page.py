@@ -223,12 +223,11 @@ def test_phone_layout(
     page = phone_page
     open_search(page, live_server.url)
     placeholder = page.get_attribute("#query-text", "placeholder")
-    fits = page.evaluate(
-        """() => { const i = document.getElementById('query-text'); const c = document.createElement('canvas').getContext('2d');
+    placeholder_fits = """() => { const i = document.getElementById('query-text'); const c = document.createElement('canvas').getContext('2d');
             c.font = getComputedStyle(i).font; return c.measureText(i.placeholder).width <= i.clientWidth - 8; }"""
-    )
-    assert fits, placeholder
+    assert page.evaluate(placeholder_fits), placeholder
     choose_photo(page, query_photo("t-shirt"))
+    assert page.evaluate(placeholder_fits), page.get_attribute("#query-text", "placeholder")
     # The results were scrolled into view, heading first.
     page.wait_for_function(
         "(() => { const t = document.getElementById('results-title').getBoundingClientRect().top; return t >= 0 && t < 844 / 2; })()"

@@ -113,8 +113,20 @@ function title(q) {
   return `Results for “${q.text}”`;
 }
 
+const phone = matchMedia("(max-width: 560px)");
+
+/** A placeholder that fits the box: shorter on a phone, and about words once a photo is in. */
+function updatePlaceholder() {
+  const withPhoto = Boolean(picker.file || state.sharedPhoto);
+  const [wide, narrow] = withPhoto
+    ? ["Add words to refine the photo, e.g. “in green”", "Add words"]
+    : ["Describe what you're looking for, or use a photo", "Words or a photo"];
+  $("query-text").placeholder = phone.matches ? narrow : wide;
+}
+
 function updateBalance() {
   document.querySelector(".balance").classList.toggle("is-idle", !(picker.file && text()));
+  updatePlaceholder();
 }
 
 function compactHero(compact) {
@@ -434,12 +446,8 @@ function bindForm() {
     if (event.key === "Escape" && !$("upload-panel").hidden && !picker.file) picker.setOpen(false);
   });
   window.addEventListener("popstate", () => applyUrl(location.search));
-  const phone = matchMedia("(max-width: 560px)");
-  const placeholder = () => {
-    $("query-text").placeholder = phone.matches ? "Words or a photo" : "Describe what you're looking for, or use a photo";
-  };
-  phone.addEventListener("change", placeholder);
-  placeholder();
+  phone.addEventListener("change", updatePlaceholder);
+  updatePlaceholder();
 }
 
 async function init() {
