@@ -112,3 +112,9 @@ def query_photo(clothing_dataset: Path) -> Callable[[str], Path]:
         return sorted((clothing_dataset / "test" / category).glob("*.jpg"))[0]
 
     return pick
+
+
+@pytest.fixture(params=[DESKTOP, PHONE], ids=["1280", "390"])
+def any_page(browser: object, request: pytest.FixtureRequest, console_errors: list[str]) -> Iterator[object]:
+    """The test runs twice: at 1280 x 960 and at the 390 x 844 phone size."""
+    yield from open_page(browser, request.param, console_errors)

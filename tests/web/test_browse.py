@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.web.conftest import DESKTOP, PHONE, open_page
 from tests.web.pages import CARDS, cards, open_search, wait_for_search
 from tests.web.server import Catalog, Server
 
 pytestmark = pytest.mark.usefixtures("no_console_errors")
-
-
-@pytest.fixture(params=[DESKTOP, PHONE], ids=["1280", "390"])
-def any_page(browser: object, request: pytest.FixtureRequest, console_errors: list[str]) -> Iterator[Any]:
-    yield from open_page(browser, request.param, console_errors)
 
 
 def price(text: str) -> float:

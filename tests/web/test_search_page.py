@@ -115,7 +115,8 @@ def test_filters_and_price_mistakes_said_in_words(
     assert page.is_visible("#empty") and "filters" in page.inner_text("#empty")
 
 
-def test_more_like_this_and_load_more_that_ends(page: Any, live_server: Server, catalog: Catalog) -> None:
+def test_more_like_this_and_load_more_that_ends(any_page: Any, live_server: Server, catalog: Catalog) -> None:
+    page = any_page
     open_search(page, live_server.url)
     page.fill("#query-text", "clothes")
     first = wait_for_search(page, lambda: page.press("#query-text", "Enter"))
@@ -141,8 +142,9 @@ def test_more_like_this_and_load_more_that_ends(page: Any, live_server: Server, 
 
 
 def test_keyboard_only_search_without_hidden_tab_stops(
-    page: Any, live_server: Server, catalog: Catalog
+    any_page: Any, live_server: Server, catalog: Catalog
 ) -> None:
+    page = any_page
     open_search(page, live_server.url)
     stops = tab_stops(page)
     hidden = [s for s in stops if not s["visible"] and s["cls"] != "skip-link"]
@@ -176,8 +178,9 @@ def test_keyboard_only_search_without_hidden_tab_stops(
 
 
 def test_a_bad_file_never_removes_results_and_errors_are_plain_words(
-    page: Any, live_server: Server, catalog: Catalog, query_photo: Callable[[str], Path]
+    any_page: Any, live_server: Server, catalog: Catalog, query_photo: Callable[[str], Path]
 ) -> None:
+    page = any_page
     open_search(page, live_server.url)
     choose_photo(page, query_photo("shorts"))
     before = skus(page)

@@ -4,24 +4,19 @@ last one, and a link opened elsewhere repeats it (a photo by its hash while the 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.web.conftest import DESKTOP, PHONE, open_page
+from tests.web.conftest import DESKTOP
 from tests.web.pages import CARDS, choose_photo, open_search, skus, wait_for_search
 from tests.web.server import Catalog, Server
 
 pytestmark = pytest.mark.usefixtures("no_console_errors")
 
 PHOTO_PARAM = re.compile(r"[?&]photo=([0-9a-f]{64})")
-
-
-@pytest.fixture(params=[DESKTOP, PHONE], ids=["1280", "390"])
-def any_page(browser: object, request: pytest.FixtureRequest, console_errors: list[str]) -> Iterator[Any]:
-    yield from open_page(browser, request.param, console_errors)
 
 
 def test_back_forward_reload_and_a_shared_link(
