@@ -16,7 +16,10 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -70,5 +73,19 @@ def app() -> FastAPI:
             multiprocess.mark_process_dead(pid)  # its live gauges stop counting
 
     atexit.register(_leave)
+    app = create_app(settings, state, embed_worker=True)
+    served = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app_: FastAPI) -> AsyncIterator[Any]:
+        async with served(app_) as value:
+            yield value
+        # uvicorn ends a worker by re-raising the SIGTERM it caught once shutdown is done, with
+        # the default handler back in place: the process dies without running its exit hooks.
+        # Run them now: this worker's state, its metrics files, and its place on the embedded
+        # PostgreSQL's list of users (the last user stops the server). atexit then has none left.
+        atexit._run_exitfuncs()
+
+    app.router.lifespan_context = lifespan
     log.info("API worker %d ready", pid)
-    return create_app(settings, state, embed_worker=True)
+    return app
