@@ -205,6 +205,7 @@ def main() -> int:
     parser.add_argument(
         "--queue", type=int, default=None, help="run A's admission queue (default: the server's)"
     )
+    parser.add_argument("--only-a", action="store_true", help="skip run B (admission off)")
     parser.add_argument("--seconds", type=float, default=20.0, help="per offered load")
     parser.add_argument("--factors", type=float, nargs="+", default=[1, 2, 4])
     parser.add_argument("--rounds", type=int, default=2, help="A/B pairs, alternated")
@@ -227,7 +228,8 @@ def main() -> int:
     runs: list[dict[str, Any]] = []
     capacity: float | None = None
     for round_ in range(args.rounds):
-        for name, server_limit in (("A admission", args.max_inflight), ("B no admission", OFF)):
+        servers = [("A admission", args.max_inflight), ("B no admission", OFF)][: 1 if args.only_a else 2]
+        for name, server_limit in servers:
             print(f"round {round_ + 1}, {name} (limit {server_limit or limit})", flush=True)
             server = start_server(
                 args.data_dir, args.port, server_limit, args.queue if server_limit != OFF else None
@@ -236,7 +238,11 @@ def main() -> int:
                 result, measured = asyncio.run(one_run(base, images, limit, capacity, args))
             finally:
                 server.terminate()
-                server.wait(30)
+                try:
+                    server.wait(60)
+                except subprocess.TimeoutExpired:  # buried under a backlog (run B)
+                    server.kill()
+                    server.wait(30)
             capacity = capacity or measured
             runs.append(
                 {
