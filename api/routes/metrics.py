@@ -38,7 +38,7 @@ def _queue_depth(state: AppState) -> None:
                    AS stale,
                count(*) FILTER (WHERE embed_error IS NOT NULL) AS failed
         FROM {catalog.qualified}
-        WHERE image_url IS NOT NULL
+        WHERE {catalog.image_source_sql} IS NOT NULL
         """
     )
     try:
@@ -46,7 +46,7 @@ def _queue_depth(state: AppState) -> None:
             row = conn.execute(sql, {"clip": clip_model}).one()
     except DatabaseUnavailableError:
         return
-    except Exception as exc:  # a catalog the lead's mapping layer reshapes: skip, never fail a scrape
+    except Exception as exc:  # e.g. a mapped image expression that fails on a new row: never fail a scrape
         log.debug("queue depth not available: %s", exc)
         return
     for name in ("new", "stale", "failed"):
