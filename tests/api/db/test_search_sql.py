@@ -123,3 +123,40 @@ def test_fulltext_ranks_name_matches(big_catalog) -> None:  # type: ignore[no-un
     assert len(hits) == 10 and all("red" in (h.name or "") and h.category == "rare" for h in hits)
     assert 0 < hits[0].score <= 1
     assert "search_tsv" in plan
+
+
+@pytest.mark.parametrize(
+    ("filters", "sets"),
+    [
+        (Filters(), []),
+        (
+            Filters(categories=("rare",)),
+            ["SET LOCAL enable_sort = off; SET LOCAL plan_cache_mode = force_custom_plan"],
+        ),
+        (Filters(price_max=50), ["SET LOCAL enable_sort = off"]),
+    ],
+    ids=["no-filter", "category", "price"],
+)
+def test_scan_settings_travel_inside_the_statement(big_catalog, filters: Filters, sets: list[str]) -> None:  # type: ignore[no-untyped-def]
+    """Issue 20: no SET LOCAL round trip of its own for an unfiltered search; plan-time settings
+    only with a filter; the HNSW settings still reach this transaction (and only it)."""
+    from sqlalchemy import event
+
+    database, catalog, vectors = big_catalog
+    sent: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
+        sent.append(statement)
+
+    q = VectorQuery(VectorColumn.CLIP, query_vector(vectors, 5), MODEL)
+    with database.engine.connect() as conn:
+        event.listen(conn, "before_cursor_execute", record)
+        hits = search(conn, catalog, q, filters, Page(top_k=80))
+        event.remove(conn, "before_cursor_execute", record)
+        assert len(hits) == 80
+        assert [s for s in sent if s.lstrip().upper().startswith("SET")] == sets
+        assert len(sent) == 1 + len(sets)
+        assert conn.exec_driver_sql("SHOW hnsw.ef_search").scalar() == "80"
+        assert conn.exec_driver_sql("SHOW hnsw.iterative_scan").scalar() == "relaxed_order"
+        conn.rollback()
+        assert conn.exec_driver_sql("SHOW hnsw.ef_search").scalar() == "40"
