@@ -4,12 +4,40 @@ photo all succeed (they once raced for one temporary file name)."""
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+
 from api.services.image_input import save_image
 from api.settings import Settings
-from tests.api.conftest import ADMIN, Api, b64
+from tests.api.conftest import ADMIN, ADMIN_TOKEN, PER_CLASS, Api, b64, running_api, seed_catalog
+
+
+@pytest.fixture(scope="module")
+def media_root(clothing_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The catalog's photos copied into a media root of this module's own, so the uploads these
+    tests make are stored there and never beside the shared dataset."""
+    root = tmp_path_factory.mktemp("media")
+    for class_dir in sorted(p for p in (clothing_dataset / "train").iterdir() if p.is_dir()):
+        target = root / "train" / class_dir.name
+        target.mkdir(parents=True)
+        for photo in sorted(class_dir.glob("*.jpg"))[:PER_CLASS]:
+            shutil.copyfile(photo, target / photo.name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def api(
+    create_database: Callable[[], str], make_settings: Callable[..., Settings], media_root: Path
+) -> Iterator[Api]:
+    settings = make_settings(
+        database_url=create_database(), admin_token=ADMIN_TOKEN, image_root=media_root, max_inflight=64
+    )
+    with running_api(settings) as (client, state):
+        yield Api(client, state, seed_catalog(state, media_root))
 
 
 def image_search(api: Api, image: bytes) -> list[dict]:
@@ -19,7 +47,7 @@ def image_search(api: Api, image: bytes) -> list[dict]:
 
 
 def test_patch_image_url_null_clears_the_vectors_and_a_new_image_recomputes_them(
-    api: Api, clothing_dataset: Path
+    api: Api, media_root: Path
 ) -> None:
     old_photo = api.image("hat-1")
     assert image_search(api, old_photo)[0]["sku"] == "hat-1"
@@ -32,7 +60,7 @@ def test_patch_image_url_null_clears_the_vectors_and_a_new_image_recomputes_them
     new_photo = api.products["dress-2"]
     changed = api.client.patch(
         "/api/v1/products/hat-1",
-        json={"image_url": str(new_photo.relative_to(clothing_dataset))},
+        json={"image_url": str(new_photo.relative_to(media_root))},
         headers=ADMIN,
     )
     assert changed.status_code == 200, changed.text
@@ -65,7 +93,7 @@ def test_a_bad_upload_leaves_no_file_and_a_good_one_is_kept(api: Api) -> None:
         headers=ADMIN,
     )
     assert good.status_code == 201, good.text
-    assert len(uploads(api.state.settings) - before) == 1
+    assert len(uploads(api.state.settings) - before) == 1  # a fresh media root: nothing was there
     assert (api.state.settings.media_dir / good.json()["image_url"]).is_file()
 
 
