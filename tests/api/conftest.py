@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -66,9 +67,19 @@ def seed_catalog(state: AppState, dataset: Path) -> dict[str, Path]:
     return products
 
 
+@pytest.fixture(scope="session")
+def media_root(clothing_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the photo set to serve as the image root: uploads are stored under the image
+    root, and tests must never write into ../shared."""
+    root = tmp_path_factory.mktemp("media")
+    for split in ("train", "test"):
+        shutil.copytree(clothing_dataset / split, root / split)
+    return root
+
+
 @pytest.fixture(scope="module")
 def api_settings(
-    create_database: Callable[[], str], make_settings: Callable[..., Settings], clothing_dataset: Path
+    create_database: Callable[[], str], make_settings: Callable[..., Settings], media_root: Path
 ) -> Settings:
     return make_settings(
         database_url=create_database(),
@@ -76,7 +87,7 @@ def api_settings(
         allow_private_urls=True,
         fetch_timeout_s=1.0,
         fetch_retries=0,
-        image_root=clothing_dataset,
+        image_root=media_root,
         # Admission control has its own tests (tests/api/test_overload.py); concurrent tests here
         # must not turn into 503s when the shared test machine runs slow.
         max_inflight=64,
