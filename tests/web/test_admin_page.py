@@ -68,3 +68,8 @@ def test_admin_signs_in_uploads_many_photos_and_sees_coverage(
     # The token survives a reload within the tab.
     page.reload()
     page.wait_for_selector(".stat[data-model='clip']")
+    # Leave the shared catalog as the other browser tests expect it.
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    for photo in photos:
+        response = httpx.delete(f"{live_server.url}/api/v1/products/{photo.stem}", headers=headers)
+        assert response.status_code == 204, response.text
