@@ -145,15 +145,18 @@ def test_drafts_and_deleted_products_never_reach_a_shopper(attached: Attached) -
     assert hidden
     hidden_skus = {p.sku for p in hidden}
     for product in hidden:
-        seen = {h["sku"] for h in attached.photo_search(product)["results"]}
+        seen = {h["sku"] for h in attached.photo_search(product, score_threshold=-1)["results"]}
         assert not seen & hidden_skus
-        words = client.post("/api/v1/search", json={"text": product.title, "top_k": 50})
+        words = client.post(
+            "/api/v1/search", json={"text": product.title, "top_k": 50, "score_threshold": -1}
+        )
         assert words.status_code == 200
         assert not {h["sku"] for h in words.json()["results"]} & hidden_skus
         assert client.get(f"/api/v1/products/{quote(product.sku)}").status_code == 404
         assert client.get(f"/api/v1/products/{quote(product.sku)}/similar").status_code == 404
     visible = attached.visible[0]
     similar = client.get(f"/api/v1/products/{quote(visible.sku)}/similar", params={"top_k": 50}).json()
+    assert similar["results"]
     assert not {h["sku"] for h in similar["results"]} & hidden_skus
     counts = {c["name"]: c["count"] for c in client.get("/api/v1/categories").json()["categories"]}
     assert sum(counts.values()) == len(attached.visible)
@@ -177,7 +180,8 @@ def test_drafts_and_deleted_products_never_reach_a_shopper(attached: Attached) -
 def test_the_category_filter_works_through_the_mapped_expression(attached: Attached) -> None:
     product = attached.visible[0]
     other = next(p for p in attached.visible if p.category != product.category)
-    body = attached.photo_search(product, category=other.category)
+    # score_threshold -1: every row under the filter, not just those above the match floor.
+    body = attached.photo_search(product, category=other.category, score_threshold=-1)
     expected = {p.sku for p in attached.visible if p.category == other.category}
     assert {h["sku"] for h in body["results"]} == expected
     assert all(h["category"] == other.category for h in body["results"])
