@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 from functools import cached_property
 from typing import Any
-from uuid import UUID
 
 from pgvector.sqlalchemy import Vector
 from sqlalchemy import (
@@ -71,11 +70,7 @@ def _type_of(name: str) -> TypeEngine[Any]:
 
 def plain_key(value: Any) -> int | str:
     """A key as the API returns it: integers stay integers, uuids and everything else are strings."""
-    if isinstance(value, int | str):
-        return value
-    if isinstance(value, UUID):
-        return str(value)
-    return str(value)
+    return value if isinstance(value, int | str) else str(value)
 
 
 @dataclass(frozen=True)
@@ -133,10 +128,6 @@ class Catalog:
         """Index names are prefixed with the table name so two catalogs can share a schema."""
         return f"{self.table}_{suffix}"
 
-    def qualified_index(self, suffix: str) -> str:
-        """``"schema"."<table>_<suffix>"``, for DROP INDEX and friends."""
-        return f'"{self.schema}"."{self.index(suffix)}"'
-
     @property
     def image_index(self) -> str:
         return self.index("image_embedding_hnsw")
@@ -148,12 +139,6 @@ class Catalog:
     @property
     def embed_queue_index(self) -> str:
         return self.index("embed_queue_idx")
-
-    @property
-    def function_prefix(self) -> str:
-        """SQL functions keep their documented names for the ``products`` table; other tables get
-        theirs prefixed, so two catalogs in one schema do not overwrite each other's functions."""
-        return "" if self.table == "products" else f"{self.table}_"
 
     # --- fields --------------------------------------------------------------------------
     @property
@@ -168,7 +153,7 @@ class Catalog:
     def column_of(self, field: str) -> str | None:
         """The shop column a field reads, when it is a plain column (indexable, usable in DDL)."""
         if not self.attached:
-            return field if field != "url" else "url"
+            return field
         source = self.mapped.get(field)
         if source is not None and _IDENTIFIER.match(source):
             return source

@@ -277,24 +277,13 @@ def vector_statement(catalog: Catalog, query: VectorQuery, filters: Filters, pag
     template = _vector_template(
         catalog, query.column, _Shape.of(filters), query.model_id is not None, query.exclude_sku is not None
     )
-    values = _filter_values(filters)
-    values.update(
-        query_vector=BinaryVector(query.vector),
-        inner_limit=page.top_k + page.offset,
-        top_k=page.top_k,
-        offset=page.offset,
-    )
-    if query.model_id is not None:
-        values["model_id"] = query.model_id
-    if query.exclude_sku is not None:
-        values["exclude_sku"] = query.exclude_sku
-    return template.params(values)
+    return template.params(_query_values(query, filters, page, page.top_k + page.offset))
 
 
-@lru_cache(maxsize=256)
-def _vector_template(
+def _nearest_clauses(
     catalog: Catalog, column_name: VectorColumn, shape: _Shape, by_model: bool, excluding: bool
-) -> Select[Any]:
+) -> tuple[ColumnElement[float], list[ColumnElement[bool]]]:
+    """The distance and WHERE clauses every nearest-rows statement (plain or grouped) shares."""
     t = catalog.sa_table
     column = t.c[column_name.value]
     distance = column.op("<=>", return_type=Float)(query_vector_param(column.type))
@@ -304,6 +293,27 @@ def _vector_template(
         where.append(model_column == bindparam("model_id", type_=Text))
     if excluding:
         where.append(catalog.field("sku") != bindparam("exclude_sku", type_=Text))
+    return distance, where
+
+
+def _query_values(query: VectorQuery, filters: Filters, page: Page, inner_limit: int) -> dict[str, Any]:
+    """Bind values of a nearest-rows statement: the filters, the vector, the page and the window."""
+    values = _filter_values(filters)
+    values.update(
+        query_vector=BinaryVector(query.vector), inner_limit=inner_limit, top_k=page.top_k, offset=page.offset
+    )
+    if query.model_id is not None:
+        values["model_id"] = query.model_id
+    if query.exclude_sku is not None:
+        values["exclude_sku"] = query.exclude_sku
+    return values
+
+
+@lru_cache(maxsize=256)
+def _vector_template(
+    catalog: Catalog, column_name: VectorColumn, shape: _Shape, by_model: bool, excluding: bool
+) -> Select[Any]:
+    distance, where = _nearest_clauses(catalog, column_name, shape, by_model, excluding)
     nearest = (
         select(*catalog.listing_columns(), distance.label("distance"))
         .where(and_(*where))
@@ -334,15 +344,7 @@ def grouped_vector_statement(
         query.exclude_sku is not None,
         page.group,
     )
-    values = _filter_values(filters)
-    values.update(
-        query_vector=BinaryVector(query.vector), inner_limit=window, top_k=page.top_k, offset=page.offset
-    )
-    if query.model_id is not None:
-        values["model_id"] = query.model_id
-    if query.exclude_sku is not None:
-        values["exclude_sku"] = query.exclude_sku
-    return template.params(values)
+    return template.params(_query_values(query, filters, page, window))
 
 
 def _group_key(group_value: ColumnElement[Any], key: ColumnElement[Any]) -> tuple[ColumnElement[Any], ...]:
@@ -359,15 +361,7 @@ def _group_sql(group: str) -> ColumnElement[Any]:
 def _grouped_vector_template(
     catalog: Catalog, column_name: VectorColumn, shape: _Shape, by_model: bool, excluding: bool, group: str
 ) -> Select[Any]:
-    t = catalog.sa_table
-    column = t.c[column_name.value]
-    distance = column.op("<=>", return_type=Float)(query_vector_param(column.type))
-    where = [column.is_not(None), *_filter_clauses(catalog, shape)]
-    if by_model:
-        model_column = t.c.image_model if column_name is VectorColumn.CLIP else t.c.fallback_model
-        where.append(model_column == bindparam("model_id", type_=Text))
-    if excluding:
-        where.append(catalog.field("sku") != bindparam("exclude_sku", type_=Text))
+    distance, where = _nearest_clauses(catalog, column_name, shape, by_model, excluding)
     nearest = (
         select(*catalog.listing_columns(), distance.label("distance"), _group_sql(group).label("grp"))
         .where(and_(*where))
