@@ -13,11 +13,8 @@ from api.db.catalog import Catalog
 from api.db.catalog_check import check_catalog
 from api.db.catalog_objects import sync
 from api.db.engine import Database, ensure_pgvector
-from api.db.migrate import VERSION_TABLE
+from api.db.migrate import MIGRATION_LOCK_KEY, VERSION_TABLE
 from api.settings import Settings, get_settings
-
-# Several API processes may start at once; they take turns instead of racing on DDL.
-MIGRATION_LOCK_KEY = 0x4C4F4F4B  # "LOOK"
 
 config = context.config
 

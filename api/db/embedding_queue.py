@@ -30,6 +30,11 @@ from api.db.catalog import Catalog
 # A hung worker (not a dead one: that is released at once) gives its rows back after this long.
 CLAIM_IDLE_TIMEOUT = "15min"
 
+CLIP_CURRENT = "(image_embedding IS NOT NULL AND image_model IS NOT DISTINCT FROM :clip)"
+"""The one spelling of "this row's CLIP vector is current": present and made by model ``:clip``."""
+FALLBACK_CURRENT = "(fallback_embedding IS NOT NULL AND fallback_model IS NOT DISTINCT FROM :fb)"
+"""Likewise for the MobileNetV2 vector and model ``:fb``."""
+
 
 @dataclass(frozen=True)
 class WantedModels:
@@ -56,9 +61,9 @@ def _stale(catalog: Catalog, models: WantedModels) -> str | None:
     """Rows with the current source whose vector for a wanted model is missing or out of date."""
     stale = []
     if models.clip is not None:
-        stale.append("image_embedding IS NULL OR image_model IS DISTINCT FROM :clip")
+        stale.append(f"NOT {CLIP_CURRENT}")
     if models.fallback is not None:
-        stale.append("fallback_embedding IS NULL OR fallback_model IS DISTINCT FROM :fb")
+        stale.append(f"NOT {FALLBACK_CURRENT}")
     if not stale:
         return None
     source = catalog.image_source_sql
@@ -126,8 +131,7 @@ def _claim(
     sql = f"""
         SELECT {catalog.key_sql} AS id, {catalog.field_sql("sku")} AS sku,
                {catalog.image_source_sql} AS image_url, image_sha256,
-               (image_embedding IS NOT NULL AND image_model IS NOT DISTINCT FROM :clip) AS clip_current,
-               (fallback_embedding IS NOT NULL AND fallback_model IS NOT DISTINCT FROM :fb) AS fallback_current
+               {CLIP_CURRENT} AS clip_current, {FALLBACK_CURRENT} AS fallback_current
         FROM {catalog.qualified}
         WHERE {where}
         ORDER BY {catalog.key_sql}

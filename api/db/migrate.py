@@ -20,6 +20,9 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 ``api/db/migrations`` is a link to the repository's ``migrations/`` (the layout ``alembic.ini`` and
 the ``alembic`` CLI use); a wheel carries the files themselves (package data, pyproject.toml)."""
 VERSION_TABLE = "lookalike_alembic_version"
+MIGRATION_LOCK_KEY = 0x4C4F4F4B  # "LOOK"
+"""The advisory lock every schema change holds: several processes starting at once take turns
+(migrations/env.py), and a CLIP model switch never runs its DDL beside a migration."""
 
 log = logging.getLogger(__name__)
 

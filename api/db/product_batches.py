@@ -11,7 +11,7 @@ from sqlalchemy import Connection, func, or_, select, text
 from sqlalchemy.dialects.postgresql import insert
 
 from api.db.catalog import Catalog
-from api.db.embedding_queue import WantedModels
+from api.db.embedding_queue import CLIP_CURRENT, FALLBACK_CURRENT, WantedModels
 from api.db.products import CATALOG_FIELDS
 
 
@@ -35,8 +35,7 @@ def stored_images(
         text(
             f"""
             SELECT sku, image_url, image_sha256, embed_source, embed_error IS NOT NULL AS failed,
-                   (image_embedding IS NOT NULL AND image_model IS NOT DISTINCT FROM :clip
-                    AND fallback_embedding IS NOT NULL AND fallback_model IS NOT DISTINCT FROM :fb) AS current
+                   ({CLIP_CURRENT} AND {FALLBACK_CURRENT}) AS current
             FROM {catalog.qualified} WHERE sku = ANY(:skus)
             """
         ),

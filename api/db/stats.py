@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import Connection, text
 
 from api.db.catalog import Catalog
+from api.db.embedding_queue import CLIP_CURRENT, FALLBACK_CURRENT
 
 
 def embedding_stats(
@@ -16,13 +17,11 @@ def embedding_stats(
         text(
             f"""
             SELECT count(*) AS products,
-                   count(*) FILTER (WHERE image_embedding IS NOT NULL AND image_model = :clip) AS clip_current,
-                   count(*) FILTER (WHERE image_embedding IS NOT NULL AND image_model IS DISTINCT FROM :clip)
-                       AS clip_stale,
+                   count(*) FILTER (WHERE {CLIP_CURRENT}) AS clip_current,
+                   count(*) FILTER (WHERE image_embedding IS NOT NULL AND NOT {CLIP_CURRENT}) AS clip_stale,
                    count(*) FILTER (WHERE image_embedding IS NULL) AS clip_missing,
-                   count(*) FILTER (WHERE fallback_embedding IS NOT NULL AND fallback_model = :fb) AS fb_current,
-                   count(*) FILTER (WHERE fallback_embedding IS NOT NULL AND fallback_model IS DISTINCT FROM :fb)
-                       AS fb_stale,
+                   count(*) FILTER (WHERE {FALLBACK_CURRENT}) AS fb_current,
+                   count(*) FILTER (WHERE fallback_embedding IS NOT NULL AND NOT {FALLBACK_CURRENT}) AS fb_stale,
                    count(*) FILTER (WHERE fallback_embedding IS NULL) AS fb_missing,
                    count(*) FILTER (WHERE embed_error IS NOT NULL) AS failed,
                    count(*) FILTER (WHERE {catalog.image_source_sql} IS NULL) AS without_image
@@ -68,3 +67,20 @@ def embedding_stats(
 
 def product_count(conn: Connection, catalog: Catalog) -> int:
     return int(conn.execute(text(f"SELECT count(*) FROM {catalog.qualified}")).scalar_one())
+
+
+def queue_depth(conn: Connection, catalog: Catalog, clip_model: str) -> dict[str, int]:
+    """Rows with an image that are new (no vector yet), stale (another model's vector) or failed."""
+    row = conn.execute(
+        text(
+            f"""
+            SELECT count(*) FILTER (WHERE image_embedding IS NULL AND embed_error IS NULL) AS new,
+                   count(*) FILTER (WHERE image_embedding IS NOT NULL AND NOT {CLIP_CURRENT}) AS stale,
+                   count(*) FILTER (WHERE embed_error IS NOT NULL) AS failed
+            FROM {catalog.qualified}
+            WHERE {catalog.image_source_sql} IS NOT NULL
+            """
+        ),
+        {"clip": clip_model},
+    ).one()
+    return {"new": int(row.new), "stale": int(row.stale), "failed": int(row.failed)}

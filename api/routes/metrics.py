@@ -12,8 +12,8 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
-from sqlalchemy import text
 
+from api.db.stats import queue_depth
 from api.errors import DatabaseUnavailableError
 from api.observability import instruments as m
 from api.state import AppState, app_state
@@ -31,26 +31,16 @@ def _queue_depth(state: AppState) -> None:
         clip_model = state.hub.clip_model_id
     except Exception:  # the model is not loaded: nothing can be stale against it
         return
-    sql = text(
-        f"""
-        SELECT count(*) FILTER (WHERE image_embedding IS NULL AND embed_error IS NULL) AS new,
-               count(*) FILTER (WHERE image_embedding IS NOT NULL AND image_model IS DISTINCT FROM :clip)
-                   AS stale,
-               count(*) FILTER (WHERE embed_error IS NOT NULL) AS failed
-        FROM {catalog.qualified}
-        WHERE {catalog.image_source_sql} IS NOT NULL
-        """
-    )
     try:
         with state.database.read() as conn:
-            row = conn.execute(sql, {"clip": clip_model}).one()
+            depth = queue_depth(conn, catalog, clip_model)
     except DatabaseUnavailableError:
         return
     except Exception as exc:  # e.g. a mapped image expression that fails on a new row: never fail a scrape
         log.debug("queue depth not available: %s", exc)
         return
-    for name in ("new", "stale", "failed"):
-        m.QUEUE_DEPTH.labels(name).set(int(getattr(row, name)))
+    for name, rows in depth.items():
+        m.QUEUE_DEPTH.labels(name).set(rows)
 
 
 def _pools(state: AppState) -> None:
