@@ -11,9 +11,12 @@ addresses that passed the check are *pinned*: the client's transport (:class:`Pi
 connects only to them, never resolves a name itself, and verifies the connected peer. TLS still
 sends the URL's host name (SNI) and verifies the certificate against it.
 
-A download has a total deadline (``FetchPolicy.deadline_s``) that covers connecting, every
-read, redirects and retries, so a server trickling one byte at a time cannot hold a request
-(and a worker thread) for longer than that.
+A download has a total deadline (``FetchPolicy.deadline_s``) that covers resolving the name,
+connecting, every read, redirects and retries, so a server trickling one byte at a time cannot
+hold a request (and a worker thread) for longer than that. The system resolver cannot be
+interrupted, so a name is resolved on a small pool of its own threads and the fetch stops waiting
+for it at the deadline: a slow or dead DNS server costs a caller its deadline, never more, and
+never a worker thread other routes need.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,13 +127,45 @@ def refusal(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | Non
     return None
 
 
-def check_host(host: str, port: int, allow_private: bool, resolver: Resolver = system_resolver) -> list[str]:
-    """Resolve ``host`` once and return its addresses, refusing hosts with any non-public one.
+RESOLVER_THREADS = 16
+"""Names resolved at once. A lookup that never answers keeps its thread until the system
+resolver gives up (its own timeouts, seconds), so this bounds what a dead DNS server can hold;
+callers beyond it wait in line, within their own deadline."""
+
+_resolvers = ThreadPoolExecutor(max_workers=RESOLVER_THREADS, thread_name_prefix="lookalike-resolve")
+
+
+def _resolve(resolver: Resolver, host: str, port: int, deadline: float | None) -> list[str]:
+    """``resolver(host, port)``, given up on at ``deadline`` (the lookup itself runs on)."""
+    if deadline is None:
+        return resolver(host, port)
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise FetchError("url_timeout", f"no time left to resolve {host!r} within the download deadline")
+    lookup = _resolvers.submit(resolver, host, port)
+    try:
+        return lookup.result(timeout=left)
+    except FutureTimeout as exc:
+        lookup.cancel()  # still queued behind other lookups: it never starts
+        raise FetchError(
+            "url_timeout", f"resolving {host!r} did not finish within the download deadline"
+        ) from exc
+
+
+def check_host(
+    host: str,
+    port: int,
+    allow_private: bool,
+    resolver: Resolver = system_resolver,
+    deadline: float | None = None,
+) -> list[str]:
+    """Resolve ``host`` once (by ``deadline``, a ``time.monotonic()`` value) and return its
+    addresses, refusing hosts with any non-public one.
 
     The returned addresses are the only ones a pinned client may then connect to.
     """
     try:
-        addresses = resolver(host, port)
+        addresses = _resolve(resolver, host, port, deadline)
     except (socket.gaierror, UnicodeError) as exc:
         raise FetchError("url_unresolvable", f"cannot resolve host {host!r}: {exc}") from exc
     if not addresses:
@@ -367,7 +404,7 @@ def _fetch_once(client: PinnedClient, url: str, policy: FetchPolicy, deadline: f
         except (ValueError, httpx.InvalidURL) as exc:
             raise FetchError("url_invalid", f"{current!r} is not a valid URL: {exc}") from exc
         trusted = f"{parts.hostname}:{port}" in policy.trusted_hosts
-        addresses = check_host(host, port, policy.allow_private or trusted, policy.resolver)
+        addresses = check_host(host, port, policy.allow_private or trusted, policy.resolver, deadline)
         client.pin(host, port, addresses)
         try:
             with client.stream("GET", current) as response:

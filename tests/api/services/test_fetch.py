@@ -1,10 +1,11 @@
 """The fetch connects only to addresses it checked (no DNS rebinding), refuses IPv4 hidden in
-IPv6, and ends every download by its total deadline. Real sockets on 127.0.0.1; the DNS is an
+IPv6, and ends every download by its total deadline, name lookup included. Real sockets on 127.0.0.1; the DNS is an
 injected resolver function, the one thing a test cannot get from a real server."""
 
 from __future__ import annotations
 
 import ipaddress
+import threading
 import time
 from collections.abc import Iterator
 
@@ -165,3 +166,59 @@ def test_a_trickling_server_is_cut_off_by_the_total_deadline() -> None:
     assert "deadline" in caught.value.message
     assert 1.4 <= elapsed < 2.5, elapsed
     assert trickle.connections == 1  # no retry was started after the deadline had passed
+
+
+class StuckResolver:
+    """A DNS server that never answers (until the test lets it): the lookup blocks its thread."""
+
+    def __init__(self) -> None:
+        self.asked = threading.Event()
+        self.release = threading.Event()
+        self.answered = threading.Event()
+
+    def __call__(self, host: str, port: int) -> list[str]:
+        self.asked.set()
+        self.release.wait(60)
+        self.answered.set()
+        return ["127.0.0.1"]
+
+
+def test_a_resolver_that_never_answers_is_given_up_on_at_the_deadline(loopback: LoopbackServer) -> None:
+    resolver = StuckResolver()
+    try:
+        with pytest.raises(FetchError) as caught:
+            fetch_image(
+                loopback.url(host="stuck.test"),
+                policy(resolver=resolver, allow_private=True, deadline_s=1.0, retries=3),
+            )
+        # The fetch returned while the lookup was still blocked: it did not wait for the resolver.
+        assert resolver.asked.is_set() and not resolver.answered.is_set()
+    finally:
+        resolver.release.set()
+    assert caught.value.code == "url_timeout"
+    assert "deadline" in caught.value.message
+    assert loopback.connections == 0  # and nothing was fetched once the answer came late
+
+
+def test_lookups_stuck_on_one_name_leave_the_caller_threads_free(loopback: LoopbackServer) -> None:
+    resolver = StuckResolver()
+    outcomes: list[str] = []
+
+    def fetch_stuck() -> None:
+        try:
+            fetch_image(loopback.url(host="stuck.test"), policy(resolver=resolver, deadline_s=1.0))
+        except FetchError as exc:
+            outcomes.append(exc.code)
+
+    callers = [threading.Thread(target=fetch_stuck) for _ in range(8)]
+    try:
+        for caller in callers:
+            caller.start()
+        for caller in callers:
+            caller.join(30)
+        # Every caller's thread came back with its error while the lookups were still blocked.
+        assert not any(caller.is_alive() for caller in callers)
+        assert not resolver.answered.is_set()
+    finally:
+        resolver.release.set()
+    assert outcomes == ["url_timeout"] * 8
