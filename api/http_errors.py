@@ -21,7 +21,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import DatabaseUnavailableError, RequestError
+from api.errors import (
+    BadImageInputError,
+    ConflictError,
+    CropOutsideImageError,
+    DatabaseUnavailableError,
+    DomainError,
+    FileTooLargeError,
+    NotFoundError,
+    RequestError,
+)
 from api.input_checks import path_problem
 from api.openapi import install_openapi
 from api.services.fetch import FetchError
@@ -64,6 +73,24 @@ HTTP_ERROR_CODES = {
 }
 """Codes for the errors Starlette raises itself (routing, body parsing)."""
 
+DOMAIN_ERROR_STATUS: dict[type[DomainError], int] = {
+    NotFoundError: 404,
+    ConflictError: 409,
+    BadImageInputError: 400,
+    FileTooLargeError: 413,
+    CropOutsideImageError: 422,
+}
+"""The one place a service's domain error gets its HTTP status (the nearest listed base class wins)."""
+
+
+def domain_error_status(exc: DomainError) -> int:
+    for cls in type(exc).__mro__:
+        status = DOMAIN_ERROR_STATUS.get(cls)  # type: ignore[call-overload]
+        if status is not None:
+            return status
+    return 422
+
+
 IMAGE_ERROR_STATUS = {"image_too_large": 413}
 FETCH_ERROR_STATUS = {"url_forbidden": 400, "url_invalid": 400, "image_too_big": 413}
 
@@ -72,6 +99,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestError)
     async def _api_error(_: Request, exc: RequestError) -> JSONResponse:
         return _respond(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(DomainError)
+    async def _domain_error(_: Request, exc: DomainError) -> JSONResponse:
+        return _respond(domain_error_status(exc), exc.code, exc.message)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -27,8 +27,9 @@ from api.db import migrate  # noqa: E402
 from api.db.engine import Database  # noqa: E402
 from api.services.encoders import EncoderHub  # noqa: E402
 from api.services.ingest.bulk import timed_ingest  # noqa: E402
+from api.services.ingest.lanes import ingest_lanes  # noqa: E402
 from api.services.ingest.sources import folder_items  # noqa: E402
-from api.services.ingest.worker import EmbeddingWorker, ingest_lanes  # noqa: E402
+from api.services.ingest.worker import EmbeddingWorker  # noqa: E402
 from api.settings import Settings  # noqa: E402
 
 DATASET = Path(os.environ.get("LOOKALIKE_DATASET_DIR", REPO_ROOT.parent / "shared/datasets/clothing-small"))

@@ -13,7 +13,6 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, ProgrammingError
-from sqlalchemy.orm import Session, sessionmaker
 
 from api.db.embedded import embedded_database_url
 from api.db.replicas import ReplicaSet, build_replicas, replica_read
@@ -202,7 +201,7 @@ def map_unavailability(engine: Engine, availability: Availability, display_url: 
 
 
 class Database:
-    """Owns the engine and the session factory; one per process (API, CLI command, test session)."""
+    """Owns the engine (and the replicas' engines); one per process (API, CLI command, test session)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -219,7 +218,6 @@ class Database:
             )
         except Exception as exc:  # malformed URL, unknown driver
             raise DatabaseUnavailableError(f"DATABASE_URL is not a usable PostgreSQL URL ({exc})") from exc
-        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.availability = Availability(f"PostgreSQL at {self.display_url}")
         map_unavailability(self.engine, self.availability, self.display_url)
         self.replicas: ReplicaSet | None = None
@@ -291,11 +289,6 @@ class Database:
         session advisory locks, which must not sit in a transaction block."""
         with self.engine.connect() as conn:
             yield conn.execution_options(isolation_level="AUTOCOMMIT")
-
-    @contextmanager
-    def session(self) -> Iterator[Session]:
-        with self.sessions() as session, session.begin():
-            yield session
 
     def check(self) -> ServerInfo:
         """Connect, ensure pgvector, and say which versions serve us (for health and startup logs)."""

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends
 
 from api.db.search import Filters, Page
 from api.schemas import FindSimilarRequest
-from api.services.image_input import decode_base64_image
+from api.services.images.decode import decode_base64_image
 from api.services.search import SearchQuery
 from api.state import AppState, app_state
 

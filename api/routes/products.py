@@ -13,7 +13,8 @@ from api.db.products import Product
 from api.errors import RequestError
 from api.routes.auth import require_admin
 from api.schemas import ProductIn, ProductOut, ProductPatch
-from api.services.image_input import decode_base64_image, image_from_url, read_upload
+from api.services.images.decode import decode_base64_image, read_upload
+from api.services.images.download import image_from_url
 from api.state import AppState, app_state
 
 router = APIRouter(tags=["products"])

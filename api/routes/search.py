@@ -15,7 +15,8 @@ from api.db.search import Filters, Page
 from api.errors import RequestError
 from api.input_checks import check_text
 from api.schemas import CropBox, Price, SearchFilters, SearchRequest, SearchResponse
-from api.services.image_input import crop_image, decode_base64_image, image_from_url, read_upload
+from api.services.images.decode import crop_image, decode_base64_image, read_upload
+from api.services.images.download import image_from_url
 from api.services.search import SearchQuery, SearchResult
 from api.state import AppState, app_state
 

@@ -39,7 +39,7 @@ from api.db.duplicates import (
 from api.db.engine import Database
 from api.errors import LookalikeError
 from api.services.duplicate_pixels import MIN_SIMILARITY, PixelCheck
-from api.services.image_input import fetch_policy
+from api.services.images.download import fetch_policy
 from api.settings import Settings
 from encoder.registry import MOBILENET_MODEL_ID
 

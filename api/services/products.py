@@ -17,25 +17,15 @@ from api.db.products import (
     write_embeddings,
 )
 from api.db.search import stored_vector
-from api.errors import RequestError
+from api.errors import CatalogManagedByShopError, ProductNotFoundError
 from api.services.embedding import embed_images, sha256_hex
 from api.services.encoders import EncoderHub
-from api.services.image_input import save_image
+from api.services.images.storage import save_image
 from api.settings import Settings
 from encoder.errors import InvalidImageError
 
-
-def not_found(sku: str) -> RequestError:
-    return RequestError(404, "product_not_found", f"no product with sku {sku!r}")
-
-
-def managed_by_shop() -> RequestError:
-    return RequestError(
-        409,
-        "catalog_managed_by_shop",
-        "this catalog is the shop's own product table (LOOKALIKE_FIELD_* mappings): edit products "
-        "in the shop's admin; Lookalike picks the changes up by itself",
-    )
+not_found = ProductNotFoundError
+"""The name :mod:`api.services.search` imports (``raise not_found(sku)``)."""
 
 
 class ProductService:
@@ -49,13 +39,13 @@ class ProductService:
         with self.database.read() as conn:  # a shopper read: a replica when there are some
             product = get_product(conn, self.catalog, sku)
         if product is None:
-            raise not_found(sku)
+            raise ProductNotFoundError(sku)
         return product
 
     def check_writable(self) -> None:
         """An attached shop table is read-only to Lookalike: its rows belong to the shop's backend."""
         if self.catalog.attached:
-            raise managed_by_shop()
+            raise CatalogManagedByShopError()
 
     def upsert(
         self, sku: str, fields: dict[str, Any], image: bytes | None, *, store_image: bool = False
@@ -85,7 +75,7 @@ class ProductService:
         with self.database.engine.begin() as conn:
             product_id = update_product(conn, self.catalog, sku, fields)
             if product_id is None:
-                raise not_found(sku)
+                raise ProductNotFoundError(sku)
             if embeddings is not None:
                 write_embeddings(conn, self.catalog, product_id, embeddings)
             elif "image_url" in fields:
@@ -100,7 +90,7 @@ class ProductService:
         self.check_writable()
         with self.database.engine.begin() as conn:
             if not delete_product(conn, self.catalog, sku):
-                raise not_found(sku)
+                raise ProductNotFoundError(sku)
 
     def _embed(self, sku: str, image: bytes) -> Embeddings:
         current = self._current_embeddings(sku, image)

@@ -28,10 +28,11 @@ from api.db.stats import product_count
 from api.db.vector_indexes import deferred
 from api.errors import LookalikeError
 from api.services.embedding import sha256_hex
-from api.services.image_input import save_image
+from api.services.images.storage import save_image
+from api.services.ingest.background import LOG_EVERY_S
 from api.services.ingest.progress import BatchResult, Failure, Tally
 from api.services.ingest.sources import BadRow, SourceItem
-from api.services.ingest.worker import LOG_EVERY_S, EmbeddingWorker
+from api.services.ingest.worker import EmbeddingWorker
 from api.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -297,7 +297,7 @@ def test_three_lanes_embed_each_of_500_rows_exactly_once_with_the_same_vectors(t
 def test_an_error_in_one_lane_stops_the_others_and_its_rows_stay_pending(train_run: TrainRun) -> None:
     before = clear_vectors(train_run.database, 320)
     worker = EmbeddingWorker(train_run.settings, train_run.database, train_run.hub, lanes=3)
-    write = worker._embed_and_write
+    write = worker.embedder.embed_and_write
     calls = itertools.count()
     doomed: list[int] = []
 
@@ -307,7 +307,7 @@ def test_an_error_in_one_lane_stops_the_others_and_its_rows_stay_pending(train_r
             raise RuntimeError("disk full")
         return write(conn, rows, *args)
 
-    worker._embed_and_write = write_or_fail  # type: ignore[method-assign]
+    worker.embedder.embed_and_write = write_or_fail  # type: ignore[method-assign]
     embedded: list[int] = []
     with pytest.raises(RuntimeError, match="disk full"):
         worker.drain(on_batch=lambda batch: embedded.extend(batch.embedded_ids))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from api.services.image_input import save_image
+from api.services.images.storage import save_image
 from api.settings import Settings
 from tests.api.conftest import ADMIN, ADMIN_TOKEN, PER_CLASS, Api, b64, running_api, seed_catalog
 
