@@ -50,14 +50,6 @@ class NothingCanServeError(Exception):
     """No encoder or index can answer this query (e.g. CLIP down and MobileNet down for an image)."""
 
 
-class ProductNotFoundError(Exception):
-    pass
-
-
-class NotEmbeddedError(Exception):
-    """ "More like this" for a product whose image has no embedding yet."""
-
-
 class QueryImage:
     """The query photo: hashed up front (cache keys), decoded only when a model must see it,
     so a cached repeat never pays for JPEG decoding. Bytes that fail to decode never produce a
