@@ -29,8 +29,9 @@ TUNING_MARKER = "# --- lookalike tuning ---"
 
 def shared_buffers_mb() -> int:
     """A quarter of RAM, at most 4 GB. PostgreSQL's default 128 MB cannot hold a catalog's HNSW
-    index (100k x 512 is ~260 MB, 1M ~2.6 GB); measured at 100k, 4 GB halved filtered-search
-    latency (12.6 → 6.1 ms) against the default (docs/benchmarks.md)."""
+    index (100k x 512 float4 vectors are ~260 MB of graph); measured at 100k, 4 GB about halved
+    filtered-search latency against the default (docs/benchmarks.md, "Vector search", "Reading
+    the numbers against the target")."""
     try:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024)
     except (ValueError, OSError, AttributeError):

@@ -3,10 +3,9 @@
 An HNSW search reads ~2,000 index pages scattered over the graph. Right after PostgreSQL starts
 (the embedded one starts with Lookalike), none of them is in shared buffers, and on an idle
 machine the kernel may have dropped them from its page cache too: the first searches then wait
-on random disk reads. Measured on the 100k bench catalog after a PostgreSQL restart with the
-page cache dropped, 150 text queries over HTTP (docs/benchmarks.md): without this, the first 10
-averaged 101-610 ms (the very first 3.2 s) and p95 was 79-88 ms; with it, 38-86 ms and 33-48 ms
-(steady state: ~22 ms p50). Two steps, both cheap and both harmless:
+on random disk reads, several times slower than the steady state (measured after a restart with
+the page cache dropped: docs/benchmarks.md, "End to end over HTTP", "Third session"). Two steps,
+both cheap and both harmless:
 
 1. When the database's files are readable by this process (the embedded server's are), ask the
    kernel to read each HNSW index file ahead (``posix_fadvise(WILLNEED)``): one sequential read

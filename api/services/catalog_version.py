@@ -1,7 +1,8 @@
 """The catalog version that every cached result's key carries, without a query per cached hit.
 
 Reading the counter (see migration 0004) was the one database round trip a cached repeat
-paid: ~0.3-0.5 ms of a ~2-3 ms answer. It is now remembered for ``max_age_s`` (100 ms) and
+paid, a sizeable share of its answer (docs/benchmarks.md, "End to end over HTTP", "Second
+session"). It is now remembered for ``max_age_s`` (100 ms) and
 forgotten after every commit made through this process's engine, so a write through the API,
 the embedding worker or anything else sharing the engine is seen by the very next search.
 A write from another process (the shop's own admin, another API replica) is seen within

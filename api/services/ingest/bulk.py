@@ -124,12 +124,12 @@ DEFER_MODES = ("auto", "always", "never")
 DEFER_MIN_ROWS = 10_000
 DEFER_MIN_SHARE = 0.2
 """``auto`` sets the HNSW indexes aside when at least this many rows, and this share of the
-catalog, wait for vectors. The break-even share is lower (7-11% of a 100k catalog on 2 cores:
-~10-17 ms per row inserted into three HNSW graphs vs ~1.1 ms per catalog row to build them; see
+catalog, wait for vectors. The measured break-even share is lower (inserting a row into three
+HNSW graphs costs about ten times what rebuilding costs per catalog row; see
 :mod:`api.db.vector_indexes`), but searches scan exactly while the indexes are away, so only
-loads that gain several times that set them aside. Small loads gain nothing: a first import of
-3,068 photos on 2 cores took 157 s with the indexes set aside and 149 s without (the graphs are
-small and the encoders dominate)."""
+loads that gain several times that set them aside. Small loads gain nothing: the graphs are small
+and the encoders dominate. Numbers: docs/benchmarks.md, "Ingestion", "Writing vectors into a
+populated catalog (third session)"."""
 
 
 def should_defer(mode: str, pending: int, catalog_rows: int) -> bool:
