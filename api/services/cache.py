@@ -9,10 +9,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
 from typing import Any, Protocol
 
 import redis
+from cachetools import LRUCache
 
 log = logging.getLogger(__name__)
 
@@ -27,34 +27,32 @@ class Cache(Protocol):
 
 
 class MemoryCache:
-    """A bounded TTL LRU for one process; enough for a single API instance."""
+    """A bounded LRU for one process, each entry with its own lifetime; enough for a single API
+    instance. cachetools keeps the recency order and the bound; an expired entry is dropped when
+    it is read (or pushed out by newer ones), so expiry costs nothing on the write path."""
 
     def __init__(self, max_entries: int = 10_000) -> None:
         self.max_entries = max_entries
         self.hits = 0
         self.misses = 0
-        self._items: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._items: LRUCache[str, tuple[float, bytes]] = LRUCache(maxsize=max_entries)
+        self._lock = threading.Lock()  # cachetools' caches are not thread-safe
 
     def get(self, key: str) -> bytes | None:
         now = time.monotonic()
         with self._lock:
-            item = self._items.get(key)
+            item = self._items.get(key)  # a hit moves the key to the recent end
             if item is None or item[0] < now:
                 if item is not None:
                     del self._items[key]
                 self.misses += 1
                 return None
-            self._items.move_to_end(key)
             self.hits += 1
             return item[1]
 
     def set(self, key: str, value: bytes, ttl_s: int) -> None:
         with self._lock:
-            self._items[key] = (time.monotonic() + ttl_s, value)
-            self._items.move_to_end(key)
-            while len(self._items) > self.max_entries:
-                self._items.popitem(last=False)
+            self._items[key] = (time.monotonic() + ttl_s, value)  # evicts the least recently used
 
     def health(self) -> dict[str, Any]:
         return {"status": "ok", "backend": "memory", "entries": len(self._items)}
