@@ -14,7 +14,7 @@ from api.db import migrate
 from api.db.catalog import Catalog
 from api.db.engine import Database
 from api.http_errors import install_error_handlers
-from api.middleware import admit_search
+from api.middleware import admit_search, admit_writes, search_gate
 from api.middleware import install as install_guards
 from api.observability.middleware import ObservabilityMiddleware
 from api.routes import browse, catalog, compat, duplicates, health, products, search, web
@@ -49,6 +49,7 @@ def build_state(settings: Settings, *, migrate_database: bool = True, load_model
         hub.load()
     cache = build_cache(settings.redis_url)
     metrics = Metrics()
+    gate = search_gate(settings)  # searches and product writes share the encoders, so one bound
     admin_token = settings.admin_token
     if admin_token is None:
         admin_token = secrets.token_urlsafe(24)
@@ -60,8 +61,8 @@ def build_state(settings: Settings, *, migrate_database: bool = True, load_model
         hub=hub,
         cache=cache,
         metrics=metrics,
-        search=admit_search(SearchService(settings, database, catalog_, hub, cache, metrics), settings),
-        products=ProductService(settings, database, catalog_, hub),
+        search=admit_search(SearchService(settings, database, catalog_, hub, cache, metrics), settings, gate),
+        products=admit_writes(ProductService(settings, database, catalog_, hub), gate),
         admin_token=admin_token,
     )
 

@@ -129,12 +129,15 @@ class Settings(BaseSettings):
     """Image downloads the API runs at once (search and product ``image_url``); more get a fast 503
     ``overloaded``, so slow servers can never take every worker thread from other routes."""
     max_inflight: int | None = Field(default=None, ge=1)
-    """Searches (encode + vector search) served at once. Unset: 2 per core."""
+    """Searches and product writes (encode + vector search or write) served at once. Unset: one
+    per core, divided among ``workers``."""
     admission_queue: int | None = Field(default=None, ge=0)
     """Searches that may wait for a slot (unset: as many as ``max_inflight``); beyond them, a fast
     503 ``overloaded`` with ``Retry-After``."""
     admission_wait_ms: int = Field(default=1000, ge=0)
-    """How long a queued search waits for a slot before its 503."""
+    """The longest a queued search waits for a slot: a caller predicted to wait longer (queue
+    position x recent slot time / limit) is refused at once, one that still waits past it gets
+    its 503 then."""
     max_request_bytes: int | None = Field(default=None, ge=1024)
     """Largest request body, counted while it is read. Unset: room for ``max_upload_bytes`` as
     base64 in JSON (4/3) plus 1 MiB of other fields."""

@@ -22,8 +22,10 @@ import argparse
 import asyncio
 import json
 import os
+import pickle
 import platform
 import random
+import re
 import subprocess
 import sys
 import time
@@ -46,11 +48,17 @@ OFF = 100_000
 class Images:
     """Prebuilt multipart bodies, each used once per server run (a repeat would be a cache hit)."""
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, cache_dir: Path) -> None:
         started = time.perf_counter()
-        self.bodies = [_multipart(image) for image in query_images(count)]
+        # Kept between invocations: building them took minutes on a busy machine.
+        cached = cache_dir / f"query-bodies-{count}.pickle"
+        if cached.exists():
+            self.bodies = pickle.loads(cached.read_bytes())
+        else:
+            self.bodies = [_multipart(image) for image in query_images(count)]
+            cached.write_bytes(pickle.dumps(self.bodies))
         self.next = 0
-        print(f"built {count} distinct query images in {time.perf_counter() - started:.0f}s", flush=True)
+        print(f"{count} distinct query images ready in {time.perf_counter() - started:.0f}s", flush=True)
 
     def reset(self) -> None:
         self.next = 0
@@ -107,6 +115,48 @@ async def closed_loop(base: str, images: Images, concurrency: int, total: int) -
         "outcomes": dict(Counter(kind for kind, _ in outcomes)),
         **_quantiles(ok),
     }
+
+
+BUCKET = re.compile(
+    r"^lookalike_http_request_duration_seconds_bucket\{(?P<labels>[^}]*)\} (?P<count>[0-9.e+]+)$", re.M
+)
+
+
+def server_histograms(base: str) -> dict[str, dict[float, float]]:
+    """Cumulative request-duration buckets the server itself recorded for POSTs, by status
+    ("200", "503"): the server's side of each answer, without the client's own delays (the
+    client shares the machine)."""
+    text = httpx.get(f"{base}/metrics", timeout=30).text
+    out: dict[str, dict[float, float]] = {}
+    for match in BUCKET.finditer(text):
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', match["labels"]))
+        if labels.get("method") != "POST" or labels.get("status") not in ("200", "503"):
+            continue
+        le = float("inf") if labels["le"] == "+Inf" else float(labels["le"])
+        buckets = out.setdefault(labels["status"], {})
+        buckets[le] = buckets.get(le, 0.0) + float(match["count"])
+    return out
+
+
+def server_side(
+    before: dict[str, dict[float, float]], after: dict[str, dict[float, float]]
+) -> dict[str, Any]:
+    """Per status: answers during the load, the bucket bound holding their p99, and the share
+    answered within 50 ms, from the server's histogram."""
+    summary: dict[str, Any] = {}
+    for status, buckets in after.items():
+        delta = {le: n - before.get(status, {}).get(le, 0.0) for le, n in sorted(buckets.items())}
+        total = delta.get(float("inf"), 0.0)
+        if total <= 0:
+            continue
+        p99 = next(le for le, n in delta.items() if n >= 0.99 * total)
+        within_50 = max((n for le, n in delta.items() if le <= 0.05), default=0.0)
+        summary[status] = {
+            "count": int(total),
+            "p99_le_ms": None if p99 == float("inf") else round(p99 * 1000, 1),
+            "share_within_50ms": round(within_50 / total, 3),
+        }
+    return summary
 
 
 async def open_loop(base: str, images: Images, rate: float, seconds: float) -> dict[str, Any]:
@@ -178,6 +228,7 @@ async def one_run(
     base: str, images: Images, limit: int, capacity: float | None, args: argparse.Namespace
 ) -> tuple[dict[str, Any], float]:
     images.reset()
+    load_before = os.getloadavg()[0]
     await closed_loop(base, images, 2, 20)  # warm-up: first passes, connections, caches
     unloaded = await closed_loop(base, images, 1, args.unloaded_requests)
     print(f"  unloaded      {unloaded}", flush=True)
@@ -186,11 +237,17 @@ async def one_run(
     capacity = capacity or measured["ok_per_s"]
     loads = {}
     for factor in args.factors:
+        before = server_histograms(base)
         result = await open_loop(base, images, capacity * factor, args.seconds)
+        result["server"] = server_side(before, server_histograms(base))
         loads[f"{factor}x"] = result
         print(f"  {factor}x = {capacity * factor:5.1f}/s {result}", flush=True)
         await asyncio.sleep(2)  # let a backlog (run B) drain before the next load
-    return {"unloaded": unloaded, "capacity_run": measured, "loads": loads}, capacity
+    # The machine's 1-minute load average around the run: other work on a shared machine
+    # inflates every figure, so it goes into the table beside them.
+    loadavg = [round(load_before, 1), round(os.getloadavg()[0], 1)]
+    print(f"  load average {loadavg[0]} -> {loadavg[1]}", flush=True)
+    return {"unloaded": unloaded, "capacity_run": measured, "loads": loads, "loadavg": loadavg}, capacity
 
 
 def main() -> int:
@@ -223,7 +280,7 @@ def main() -> int:
     limit = args.max_inflight or default_inflight()
     expected = args.unloaded_requests + args.capacity_requests + 20
     expected += int(sum(args.factors) * args.seconds * 50)  # capacity is unknown yet: ~35/s on 2 cores
-    images = Images(min(expected, 12_000))
+    images = Images(min(expected, 12_000), args.data_dir)
     base = f"http://127.0.0.1:{args.port}"
     runs: list[dict[str, Any]] = []
     capacity: float | None = None
@@ -265,21 +322,26 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"meta": meta, "runs": runs}, indent=2))
     print(
-        "\n| run | load | offered/s | ok/s | admitted p50 | admitted p99 | 503 p50 | 503 p99 | 503 max | other |"
+        "\n| run | loadavg | load | offered/s | ok/s | admitted p50 | admitted p99 | p99 / unloaded p99 "
+        "| 503s | 503 p50 | 503 p99 | 503 max | other |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for run in runs:
-        label = f"{run['round']} {run['server']}"
+        label = f"{run['round']} {run['server']} ({run['limit']})"
+        loadavg = "-".join(str(x) for x in run["loadavg"])
         unloaded = run["unloaded"]
         print(
-            f"| {label} | unloaded | - | {unloaded['ok_per_s']} | {unloaded['p50_ms']} | {unloaded['p99_ms']} | | | | |"
+            f"| {label} | {loadavg} | unloaded | - | {unloaded['ok_per_s']} | {unloaded['p50_ms']} "
+            f"| {unloaded['p99_ms']} | | | | | | |"
         )
         for load, row in run["loads"].items():
             other = sum(n for kind, n in row["outcomes"].items() if kind not in ("ok", "overloaded"))
             a, o = row["admitted"], row["overloaded"]
+            ratio = f"{a['p99_ms'] / unloaded['p99_ms']:.1f}x" if a["p99_ms"] and unloaded["p99_ms"] else ""
             print(
-                f"| {label} | {load} | {row['offered_per_s']} | {row['ok_per_s']} | {a['p50_ms']} | {a['p99_ms']} "
-                f"| {o['p50_ms']} | {o['p99_ms']} | {o['max_ms']} | {other} |"
+                f"| {label} | {loadavg} | {load} | {row['offered_per_s']} | {row['ok_per_s']} | {a['p50_ms']} "
+                f"| {a['p99_ms']} | {ratio} | {row['outcomes'].get('overloaded', 0)} | {o['p50_ms']} "
+                f"| {o['p99_ms']} | {o['max_ms']} | {other} |"
             )
     print(f"\n(raw: {args.out})")
     return 0

@@ -1,7 +1,8 @@
 """ASGI-level guards that bound what one request may cost: body size and concurrent search work.
 
-:func:`install` wires both into an app (``api.main.create_app``); :func:`admit_search` wraps
-the search service built in ``api.main.build_state``.
+:func:`install` wires both into an app (``api.main.create_app``); :func:`admit_search` and
+:func:`admit_writes` wrap the search and product services built in ``api.main.build_state``
+around one gate (:func:`search_gate`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from api.middleware.admission import (
     OverloadedError,
     ShedWhenFull,
     admit_search,
+    admit_writes,
     install_overload_handler,
+    search_gate,
 )
 from api.middleware.body_limit import BodyLimitMiddleware, request_body_limit
 from api.settings import Settings
@@ -24,8 +27,10 @@ __all__ = [
     "OverloadedError",
     "ShedWhenFull",
     "admit_search",
+    "admit_writes",
     "install",
     "request_body_limit",
+    "search_gate",
 ]
 
 

@@ -2,15 +2,22 @@
 
 Without it, every extra client of an overloaded server made every request slower (24 clients:
 p99 1.1 s; several times capacity: latency without bound), because each admitted request shares
-the same two cores. A :class:`Gate` admits at most ``limit`` calls at once; a short queue (as many
-callers as the limit, by default) absorbs bursts, each waiting at most ``wait_s`` for a slot;
-a caller that finds the queue full is refused at once with :class:`OverloadedError`, which the
-API answers as 503 ``overloaded`` with ``Retry-After`` in milliseconds, so admitted requests
-keep their latency and clients know to come back.
+the same cores. A :class:`Gate` admits at most ``limit`` calls at once (default: one per core, as
+one encode already keeps every core busy, so a second one per core only doubled latency without
+adding throughput, see docs/benchmarks.md). A short queue absorbs bursts, but a caller joins it
+only when it is predicted to get a slot within ``wait_s`` (its place in the queue times the
+recent slot-holding time, over the limit); anyone else is refused at once with
+:class:`OverloadedError`, which the API answers as 503 ``overloaded`` with ``Retry-After``. A
+queued caller that still waits past ``wait_s`` (the work slowed down) is refused then. So
+admitted requests keep close to their unloaded latency, and the excess learns so at once rather
+than after a wait that ends in a refusal anyway.
 
-The gate wraps the search service (:func:`admit_search`), not whole requests, so the time a
-request spends downloading an ``image_url`` or uploading its body holds no admission slot: those
-are bounded separately (``api.services.image_input.download_slot``, the body-size limit).
+The gate wraps the services (:func:`admit_search`, :func:`admit_writes`), not whole requests, so
+the time a request spends downloading an ``image_url`` or uploading its body holds no slot (a
+slow client cannot take the slots): those are bounded separately
+(``api.services.image_input.download_gate``, the body-size limit). :class:`ShedWhenFull` asks the
+same question before a gated request's body is read, so most of the excess costs no body read,
+no multipart parse and no worker thread.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar, cast
 
+from anyio import to_thread
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -31,6 +39,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.settings import Settings
 
 T = TypeVar("T")
+
+DEFAULT_THREADS = 40
+"""anyio's default worker-thread count, which the other routes keep on top of the gated calls."""
 
 
 class OverloadedError(Exception):
@@ -44,7 +55,13 @@ class OverloadedError(Exception):
 
 class Gate:
     """At most ``limit`` calls at once, plus a short queue of at most ``queue`` callers that wait
-    up to ``wait_s`` for a slot; anyone beyond the queue is refused at once. Counters for tests."""
+    up to ``wait_s`` for a slot, joined only by callers predicted to get one in time; anyone
+    else is refused at once. Counters for tests and ``stats()``."""
+
+    HOLD_WEIGHT = 0.2
+    """Weight of the newest slot-holding time in the running average the prediction uses:
+    recent enough to follow a load change within a few calls, smooth enough to ignore one
+    slow call."""
 
     def __init__(self, name: str, limit: int, wait_s: float = 0.0, queue: int = 0) -> None:
         if limit < 1:
@@ -58,18 +75,36 @@ class Gate:
         self.waiting = 0
         self.admitted = 0
         self.refused = 0
+        self.timed_out = 0
+        """Queued callers refused because their wait ran past ``wait_s`` (a misprediction)."""
         self.shed = 0
         """Requests refused by :class:`ShedWhenFull` before their body was read."""
+        self.hold_s: float | None = None
+        """Running average of how long an admitted call holds its slot; None before the first."""
 
     def _refuse(self) -> OverloadedError:
         self.refused += 1
         return OverloadedError(f"the server is busy ({self.limit} {self.name} at once); retry shortly")
 
+    def predicted_wait_s(self) -> float:
+        """How long a caller joining the queue now would wait for a slot: the callers ahead of it
+        and itself, served ``limit`` at a time, each holding a slot for the recent average."""
+        if self.hold_s is None:
+            return 0.0
+        return (self.waiting + 1) * self.hold_s / self.limit
+
+    def full(self) -> bool:
+        """A new caller would be refused at once: every slot taken, and the queue full or too
+        slow for it to get a slot within ``wait_s``."""
+        if self.inflight < self.limit:
+            return False
+        return self.waiting >= self.queue or self.predicted_wait_s() > self.wait_s
+
     @contextmanager
     def admit(self) -> Iterator[None]:
         with self._cond:
             if self.inflight >= self.limit:
-                if self.waiting >= self.queue:
+                if self.full():
                     raise self._refuse()
                 self.waiting += 1
                 deadline = time.monotonic() + self.wait_s
@@ -77,22 +112,24 @@ class Gate:
                     while self.inflight >= self.limit:
                         remaining = deadline - time.monotonic()
                         if remaining <= 0:
+                            self.timed_out += 1
                             raise self._refuse()
                         self._cond.wait(remaining)
                 finally:
                     self.waiting -= 1
             self.inflight += 1
             self.admitted += 1
+        started = time.monotonic()
         try:
             yield
         finally:
+            held = time.monotonic() - started
             with self._cond:
                 self.inflight -= 1
+                self.hold_s = (
+                    held if self.hold_s is None else self.hold_s + self.HOLD_WEIGHT * (held - self.hold_s)
+                )
                 self._cond.notify()
-
-    def full(self) -> bool:
-        """Every slot taken and the queue full: a new caller would be refused at once."""
-        return self.inflight >= self.limit and self.waiting >= self.queue
 
     def stats(self) -> dict[str, int]:
         return {
@@ -101,18 +138,32 @@ class Gate:
             "waiting": self.waiting,
             "admitted": self.admitted,
             "refused": self.refused,
+            "timed_out": self.timed_out,
             "shed": self.shed,
         }
 
 
-def default_inflight() -> int:
-    """Two searches per core: enough for the encoders to merge concurrent calls into shared
-    passes, few enough that each admitted search keeps close to its unloaded latency."""
-    return 2 * (os.cpu_count() or 1)
+def usable_cores() -> int:
+    """Cores this process may run on (a container's CPU set, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def default_inflight(workers: int = 1) -> int:
+    """One encode + search per core, shared among the server's processes.
+
+    One image encode already uses every core (the runtime's own threads), so admitting two per
+    core added no throughput and doubled every admitted request's latency (docs/benchmarks.md,
+    the overload section); one per core still lets a request's non-encode parts (decoding, the
+    SQL, the response) overlap another's encode.
+    """
+    return max(1, usable_cores() // max(1, workers))
 
 
 def search_gate(settings: Settings) -> Gate:
-    limit = settings.max_inflight or default_inflight()
+    limit = settings.max_inflight or default_inflight(settings.workers)
     queue = limit if settings.admission_queue is None else settings.admission_queue
     return Gate("searches", limit, settings.admission_wait_ms / 1000, queue)
 
@@ -136,19 +187,55 @@ class AdmittedSearch:
         return getattr(self._service, name)
 
 
-def admit_search(service: T, settings: Settings) -> T:
+class AdmittedWrites:
+    """The product service with its writes admitted through the searches' gate.
+
+    A product write embeds its image with the same encoders on the same cores as a search, so it
+    takes a slot from the same bound; reads pass as is.
+    """
+
+    def __init__(self, service: Any, gate: Gate) -> None:
+        self._service = service
+        self.gate = gate
+
+    def upsert(self, *args: Any, **kwargs: Any) -> Any:
+        with self.gate.admit():
+            return self._service.upsert(*args, **kwargs)
+
+    def patch(self, *args: Any, **kwargs: Any) -> Any:
+        with self.gate.admit():
+            return self._service.patch(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> Any:
+        with self.gate.admit():
+            return self._service.delete(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._service, name)
+
+
+def admit_search(service: T, settings: Settings, gate: Gate | None = None) -> T:
     """Wrap a SearchService so its queries pass the admission gate (typed as the service itself)."""
-    return cast(T, AdmittedSearch(service, search_gate(settings)))
+    return cast(T, AdmittedSearch(service, gate or search_gate(settings)))
+
+
+def admit_writes(service: T, gate: Gate) -> T:
+    """Wrap a ProductService so its writes pass ``gate`` (the searches' one), typed as the service."""
+    return cast(T, AdmittedWrites(service, gate))
 
 
 SEARCH_PATHS = ("/api/v1/search", "/api/v1/search/image", "/api/image-search/find-similar")
+PRODUCTS = "/api/v1/products"
 
 
-def _is_search(scope: Scope) -> bool:
-    path = scope.get("path", "")
-    if scope.get("method") == "POST":
-        return path in SEARCH_PATHS
-    return scope.get("method") == "GET" and path.startswith("/api/v1/products/") and path.endswith("/similar")
+def _is_gated(scope: Scope) -> bool:
+    """Requests whose work passes the gate: searches, "more like this", and product writes."""
+    path, method = scope.get("path", ""), scope.get("method")
+    if method == "POST":
+        return path in SEARCH_PATHS or path == PRODUCTS
+    if method in ("PATCH", "DELETE"):
+        return path.startswith(PRODUCTS + "/")
+    return method == "GET" and path.startswith(PRODUCTS + "/") and path.endswith("/similar")
 
 
 def _overloaded_messages(gate: Gate) -> tuple[Message, Message]:
@@ -175,26 +262,40 @@ def _overloaded_messages(gate: Gate) -> tuple[Message, Message]:
 
 
 class ShedWhenFull:
-    """Refuse a search before reading its body when the admission gate could not take it anyway.
+    """Refuse gated work before reading its body when the admission gate would refuse it anyway.
 
     A refusal inside the route came after the upload was read and parsed and a worker thread
     was found: on a saturated machine that was most of a refused request's cost. Here it costs
-    a look at two counters. Requests the gate might still take (a slot or a queue place free)
-    go on, and the gate decides.
+    a look at the gate's counters. Requests the gate might still take (a slot free, or a queue
+    place that would come in time) go on, and the gate decides.
+
+    It also makes sure the worker-thread pool (anyio's default limiter, 40 threads) has room
+    for every admitted and queued call on top of its default: gated calls wait for their slot
+    on worker threads, and on a many-core machine (limit + queue > 40) they would otherwise
+    queue for a thread first, where no admission rule bounds the wait.
     """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._threads_sized = False
+
+    def _size_thread_pool(self, gate: Gate) -> None:
+        limiter = to_thread.current_default_thread_limiter()
+        limiter.total_tokens = max(limiter.total_tokens, DEFAULT_THREADS + gate.limit + gate.queue)
+        self._threads_sized = True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and _is_search(scope):
+        if scope["type"] == "http":
             state = getattr(getattr(scope.get("app"), "state", None), "lookalike", None)
             gate = getattr(getattr(state, "search", None), "gate", None)
-            if isinstance(gate, Gate) and gate.full():
-                gate.shed += 1
-                for message in _overloaded_messages(gate):
-                    await send(message)
-                return
+            if isinstance(gate, Gate):
+                if not self._threads_sized:
+                    self._size_thread_pool(gate)
+                if _is_gated(scope) and gate.full():
+                    gate.shed += 1
+                    for message in _overloaded_messages(gate):
+                        await send(message)
+                    return
         await self.app(scope, receive, send)
 
 

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import select
 import socket
@@ -23,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from PIL import Image
 
 from api.main import build_state, create_app
 from api.middleware.admission import Gate, OverloadedError
@@ -33,6 +35,7 @@ from tests.api.services.net_servers import LoopbackServer, wait_until
 from tests.support import free_port
 
 JPEG = b"\xff\xd8\xff\xe0" + b"\0" * 400
+ADMIN = {"Authorization": "Bearer t"}
 DEADLINE_S = 2.0
 FETCH_CONCURRENCY = 8
 MAX_UPLOAD = 1_000_000
@@ -256,7 +259,41 @@ def test_the_gate_queues_a_few_and_refuses_the_rest_at_once() -> None:
     queued.join(10)
     first.join(10)
     assert outcomes == ["refused", "admitted"]
-    assert gate.stats() == {"limit": 1, "inflight": 0, "waiting": 0, "admitted": 2, "refused": 1, "shed": 0}
+    assert gate.stats() == {
+        "limit": 1,
+        "inflight": 0,
+        "waiting": 0,
+        "admitted": 2,
+        "refused": 1,
+        "timed_out": 0,
+        "shed": 0,
+    }
+
+
+def test_a_caller_that_would_wait_past_the_budget_is_refused_without_queueing() -> None:
+    gate = Gate("searches", limit=1, wait_s=0.3, queue=5)
+    with gate.admit():
+        time.sleep(0.5)  # one call that held its slot longer than the wait budget
+    assert gate.hold_s is not None and gate.hold_s > gate.wait_s
+    released = threading.Event()
+    holder = threading.Thread(target=lambda: _hold(gate, released))
+    holder.start()
+    try:
+        assert wait_until(lambda: gate.inflight == 1)
+        assert gate.full()  # a queue place is free, but no slot would come in time
+        with pytest.raises(OverloadedError), gate.admit():
+            pass
+    finally:
+        released.set()
+        holder.join(10)
+    assert gate.timed_out == 0 and gate.refused == 1  # refused at once, not after waiting
+    with gate.admit():  # a free slot is taken whatever the prediction
+        pass
+
+
+def _hold(gate: Gate, released: threading.Event) -> None:
+    with gate.admit():
+        released.wait(10)
 
 
 def test_a_full_gate_sheds_searches_before_reading_their_body(live: Live) -> None:
@@ -293,3 +330,89 @@ def test_a_full_gate_sheds_searches_before_reading_their_body(live: Live) -> Non
     assert headers["retry-after"] == "1" and headers["connection"] == "close"
     assert gate.shed == shed_before + 1 and gate.refused == refused_before
     assert gate.inflight == 0 and gate.waiting == 0
+
+
+def _photo() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (64, 80), (200, 30, 40)).save(out, "JPEG")
+    return out.getvalue()
+
+
+def test_product_writes_pass_the_same_admission_gate(live: Live) -> None:
+    gate = live.state.search.gate  # type: ignore[attr-defined]
+    assert live.state.products.gate is gate  # type: ignore[attr-defined]
+    photo = _photo()
+    files = {"file": ("red.jpg", photo, "image/jpeg")}
+    with httpx.Client(base_url=live.url, timeout=30, headers=ADMIN) as client:
+        created = client.post("/api/v1/products", data={"sku": "GATE-1", "name": "Red"}, files=files)
+        assert created.status_code == 201, created.text
+        saved_queue = gate.queue
+        refused_before, shed_before = gate.refused, gate.shed
+        try:
+            with gate.admit(), gate.admit():
+                # A queue place is free (and no slot-time history to predict a long wait from):
+                # the write is queued, its wait runs out, the gate in the service refuses it.
+                gate.hold_s = None
+                queued = client.post("/api/v1/products", data={"sku": "GATE-2"}, files=files)
+                gate.queue = 0  # no queue: refused from the headers, before the upload is read
+                upload = client.post("/api/v1/products", data={"sku": "GATE-3"}, files=files)
+                as_json = client.post("/api/v1/products", json={"sku": "GATE-4", "name": "Blue"})
+                patch = client.patch("/api/v1/products/GATE-1", json={"name": "Renamed"})
+                delete = client.delete("/api/v1/products/GATE-1")
+                read = client.get("/api/v1/products/GATE-1")  # reads are not gated
+        finally:
+            gate.queue = saved_queue
+        for refused in (queued, upload, as_json, patch, delete):
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["error"]["code"] == "overloaded"
+            assert refused.headers["retry-after"] == "1"
+        assert read.status_code == 200 and read.json()["name"] == "Red"
+        assert gate.refused == refused_before + 1 and gate.shed == shed_before + 4
+        # Nothing of the refused writes happened; once slots are free, the same writes succeed.
+        assert client.get("/api/v1/products/GATE-2").status_code == 404
+        again = client.post("/api/v1/products", data={"sku": "GATE-2"}, files=files)
+        assert again.status_code == 201, again.text
+        assert client.patch("/api/v1/products/GATE-1", json={"name": "Renamed"}).json()["name"] == "Renamed"
+        assert client.delete("/api/v1/products/GATE-1").status_code == 204
+        assert client.delete("/api/v1/products/GATE-2").status_code == 204
+    assert gate.inflight == 0 and gate.waiting == 0
+
+
+def test_a_dns_server_that_never_answers_costs_searches_their_deadline_and_nothing_else(
+    live: Live, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_getaddrinfo = socket.getaddrinfo
+    release, answered = threading.Event(), threading.Event()
+
+    def system_dns(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "stuck.test":  # this name's DNS server never answers (until the test ends)
+            release.wait(60)
+            answered.set()
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", system_dns)
+    outcomes: list[tuple[int, str]] = []
+    shared = httpx.Client(base_url=live.url, timeout=60, limits=httpx.Limits(max_connections=64))
+
+    def stuck_search(_: int) -> None:
+        response = shared.post("/api/v1/search", json={"image_url": "http://stuck.test/a.jpg"})
+        outcomes.append((response.status_code, response.json()["error"]["code"]))
+
+    try:
+        with ThreadPoolExecutor(2 * FETCH_CONCURRENCY) as pool:
+            futures = [pool.submit(stuck_search, i) for i in range(2 * FETCH_CONCURRENCY)]
+            with httpx.Client(base_url=live.url, timeout=30) as client:
+                assert client.get("/api/v1/health").status_code == 200
+                text = client.post("/api/v1/search", json={"text": "red dress"})
+                assert text.status_code == 200, text.text
+            for future in futures:
+                future.result()
+        # Every search was answered while the lookups were still blocked.
+        assert not answered.is_set()
+    finally:
+        release.set()
+        shared.close()
+    assert len(outcomes) == 2 * FETCH_CONCURRENCY
+    assert {code for _, code in outcomes} <= {"url_timeout", "overloaded"}, outcomes
+    assert any(code == "url_timeout" for _, code in outcomes)
+    assert all(status == (422 if code == "url_timeout" else 503) for status, code in outcomes)
