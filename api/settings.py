@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     category_index_max_share: float = 0.3
     """Categories above this share of the catalog stay on the main index, which serves them well."""
     category_index_max: int = 64
+    vector_storage: Literal["vector", "halfvec"] = "vector"
+    """``halfvec`` stores the CLIP column and its HNSW indexes in 16-bit floats: half the memory
+    for a small loss of recall (docs/benchmarks.md, "Issue 17: halfvec storage"). Changing it
+    converts the column in place on the next ``lookalike db upgrade`` or start (no re-embed)."""
 
     # --- models ---------------------------------------------------------------------------
     clip_model: str = DEFAULT_CLIP_MODEL

@@ -8,6 +8,11 @@ form is the float32 array byte-swapped behind a 4-byte header, sent with no type
 in SQL (``CAST(:q AS vector(512))``), so the server types the parameter from the cast and reads
 it with ``vector_recv``; no per-connection type lookup, and it works on any connection, before
 or after migrations.
+
+A ``halfvec`` column (``LOOKALIKE_VECTOR_STORAGE=halfvec``) is sent the same float32 bytes, cast
+twice: ``CAST(CAST(:q AS vector(512)) AS halfvec(512))``. The inner cast makes the server read
+the bytes with ``vector_recv`` (``halfvec_recv`` expects 16-bit floats); the outer one gives the
+comparison the column's type, which is what lets the planner use the column's HNSW index.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import psycopg
+from pgvector.sqlalchemy import HALFVEC, VECTOR
 from psycopg.adapt import Dumper
 from psycopg.pq import Format
 from sqlalchemy import BindParameter, ColumnElement, bindparam, cast, literal, null
@@ -59,17 +65,24 @@ class _PassThrough(UserDefinedType[BinaryVector]):
         return None
 
 
+def as_column_type(value: ColumnElement[Any], column_type: TypeEngine[Any]) -> ColumnElement[Any]:
+    """A binary float32 vector cast to the column's type (through ``vector`` for a ``halfvec``)."""
+    if isinstance(column_type, HALFVEC):
+        return cast(cast(value, VECTOR(column_type.dim)), column_type)
+    return cast(value, column_type)
+
+
 def query_vector_param(column_type: TypeEngine[Any], name: str = "query_vector") -> ColumnElement[Any]:
     """``CAST(:name AS <column type>)``; the value comes later, ``.params(name=BinaryVector(v))``."""
     param: BindParameter[BinaryVector] = bindparam(name, type_=_PassThrough())
-    return cast(param, column_type)
+    return as_column_type(param, column_type)
 
 
 def vector_value(values: np.ndarray | None, column_type: TypeEngine[Any]) -> ColumnElement[Any]:
     """A vector to store, as ``CAST(<binary> AS <column type>)``; None stores NULL."""
     if values is None:
         return null()
-    return cast(literal(BinaryVector(values), type_=_PassThrough()), column_type)
+    return as_column_type(literal(BinaryVector(values), type_=_PassThrough()), column_type)
 
 
 def binary_or_none(values: np.ndarray | None) -> BinaryVector | None:

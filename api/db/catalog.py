@@ -22,7 +22,7 @@ from decimal import Decimal
 from functools import cached_property
 from typing import Any
 
-from pgvector.sqlalchemy import Vector
+from pgvector.sqlalchemy import HALFVEC, Vector
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -104,6 +104,8 @@ class Catalog:
     key: str = "id"
     visible_where: str | None = None
     text_language: str = "english"
+    vector_storage: str = "vector"
+    """``vector`` or ``halfvec``: the SQL type of the CLIP column and the opclass of its indexes."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Catalog:
@@ -116,6 +118,7 @@ class Catalog:
             settings.key_column,
             settings.visible_where,
             settings.text_language,
+            settings.vector_storage,
         )
 
     # --- names ---------------------------------------------------------------------------
@@ -139,6 +142,24 @@ class Catalog:
     @property
     def embed_queue_index(self) -> str:
         return self.index("embed_queue_idx")
+
+    # --- CLIP column type ----------------------------------------------------------------
+    @property
+    def clip_sql_type(self) -> str:
+        """``vector(512)`` or ``halfvec(512)``: what the CLIP column is and what queries cast to."""
+        return f"{self.vector_storage}({int(self.clip_dim)})"
+
+    @property
+    def clip_opclass(self) -> str:
+        """The cosine opclass of the CLIP column's HNSW indexes (main and per-category)."""
+        return f"{self.vector_storage}_cosine_ops"
+
+    def clip_cast_sql(self, expression: str) -> str:
+        """``expression`` (a ``vector``) as the CLIP column's type, so ``<=>`` picks the column's
+        operator and its index; the identity for ``vector`` storage."""
+        if self.vector_storage == "vector":
+            return expression
+        return f"CAST({expression} AS {self.clip_sql_type})"
 
     # --- fields --------------------------------------------------------------------------
     @property
@@ -297,7 +318,10 @@ class Catalog:
         :meth:`field`. The own table also has every catalog field, writable through the API.
         """
         derived = [
-            Column("image_embedding", Vector(self.clip_dim)),
+            Column(
+                "image_embedding",
+                HALFVEC(self.clip_dim) if self.vector_storage == "halfvec" else Vector(self.clip_dim),
+            ),
             Column("image_model", Text),
             Column("fallback_embedding", Vector(self.fallback_dim)),
             Column("fallback_model", Text),

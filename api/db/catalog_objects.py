@@ -6,6 +6,8 @@ expressions the fields read, the key's type, the visibility predicate, the text 
 Each carries a signature of the SQL it was built from in its COMMENT; every ``db upgrade``
 (and every start) compares it with what the current settings would build and rebuilds only
 what differs, so changing ``LOOKALIKE_TEXT_LANGUAGE`` or a ``LOOKALIKE_FIELD_*`` is one step.
+The CLIP column's storage (``LOOKALIKE_VECTOR_STORAGE``) is brought in line here too, first
+(:func:`api.db.clip_column.sync_storage`), since the functions are written for its type.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import unicodedata
 from sqlalchemy import Connection, text
 
 from api.db.catalog import Catalog
+from api.db.clip_column import sync_storage
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +30,8 @@ def sync(conn: Connection, catalog: Catalog) -> list[str]:
     """Bring the mapping-dependent objects in line with ``catalog``; returns what was rebuilt."""
     rebuilt: list[str] = []
     for name, step in (
+        # First: the functions below compare with the column as the storage types it.
+        ("CLIP column storage", sync_storage),
         ("full-text column", _sync_tsvector),
         ("queue index", _sync_queue_index),
         ("SQL functions", _sync_functions),
@@ -191,6 +196,8 @@ def function_sql(catalog: Catalog, key_sql_type: str) -> list[str]:
         [catalog.key_sql]
         + [f(name) for name in ("sku", "name", "category", "price", "currency", "image_url", "url")]
     )
+    # Analysts pass a vector whatever the storage; a halfvec column compares with a halfvec.
+    query = catalog.clip_cast_sql("query")
     return [
         f"""
         CREATE FUNCTION {schema}.products_near(query vector, k integer DEFAULT 10)
@@ -198,10 +205,10 @@ def function_sql(catalog: Catalog, key_sql_type: str) -> list[str]:
         LANGUAGE sql STABLE
         SET hnsw.iterative_scan = 'strict_order'
         AS $fn$
-            SELECT {listing}, 1 - (image_embedding <=> query) AS similarity
+            SELECT {listing}, 1 - (image_embedding <=> {query}) AS similarity
             FROM {table}
             WHERE image_embedding IS NOT NULL AND {catalog.visible_sql}
-            ORDER BY image_embedding <=> query
+            ORDER BY image_embedding <=> {query}
             LIMIT k
         $fn$
         """,

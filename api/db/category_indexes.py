@@ -135,7 +135,7 @@ def _sync_locked(conn: Connection, catalog: Catalog, policy: CategoryIndexPolicy
         log.info("building the HNSW index for category %r (%s)", category, name)
         conn.exec_driver_sql(
             f'CREATE INDEX CONCURRENTLY IF NOT EXISTS "{name}" ON {catalog.qualified} '
-            f'USING hnsw (image_embedding vector_cosine_ops) WHERE "{catalog.column_of("category")}" = {literal}'.replace(
+            f'USING hnsw (image_embedding {catalog.clip_opclass}) WHERE "{catalog.column_of("category")}" = {literal}'.replace(
                 "%", "%%"
             )
         )

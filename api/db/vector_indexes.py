@@ -38,10 +38,8 @@ def index_ddl(catalog: Catalog, column: str, *, concurrently: bool = False) -> s
     """The one definition of a main HNSW index (migration 0002 wrote the same at first install)."""
     name = catalog.image_index if column == "image_embedding" else catalog.fallback_index
     how = "CONCURRENTLY " if concurrently else ""
-    return (
-        f'CREATE INDEX {how}IF NOT EXISTS "{name}" ON {catalog.qualified} '
-        f"USING hnsw ({column} vector_cosine_ops)"
-    )
+    opclass = catalog.clip_opclass if column == "image_embedding" else "vector_cosine_ops"
+    return f'CREATE INDEX {how}IF NOT EXISTS "{name}" ON {catalog.qualified} USING hnsw ({column} {opclass})'
 
 
 def hnsw_indexes(conn: Connection, catalog: Catalog) -> dict[str, bool]:
