@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import (
+    ARRAY,
+    Boolean,
     ColumnElement,
     Connection,
     Float,
@@ -25,11 +27,13 @@ from sqlalchemy import (
     Select,
     Text,
     and_,
+    any_,
     bindparam,
     case,
     func,
     literal_column,
     select,
+    union_all,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -450,3 +454,255 @@ def stored_vector(
     if row is None:
         return None
     return row[0], row[1], row[2]
+
+
+# --- Issue 16 item 3: text queries in CLIP mode fuse CLIP's ranking with the words -------------
+
+FUSION_POOL = 100
+"""How deep each ranking (CLIP's nearest rows, the full-text matches) takes part in the fusion;
+below it a row keeps its CLIP place only, so deep pages continue the plain CLIP ranking."""
+RRF_K = 60
+"""Reciprocal rank fusion constant (Cormack et al. 2009): 1/(k + rank) per ranking."""
+MAX_SKU_TOKENS = 48
+"""Query words tried as SKUs (each in 3 spellings): bounds the = ANY(...) list of a long query."""
+_SKU_PUNCTUATION = ".,;:!?\"'()[]{}<>\u00ab\u00bb\u201c\u201d\u2018\u2019"
+
+
+@dataclass(frozen=True)
+class FusedQuery:
+    """A text query in CLIP mode: the phrase's CLIP vector and the phrase itself."""
+
+    vector: VectorQuery
+    text: str
+
+
+@dataclass(frozen=True)
+class FusedHit(Hit):
+    exact: str | None = None
+    """``"sku"`` or ``"name"`` when the query (or one of its words) is exactly this product's SKU or name."""
+    words: bool = False
+    """The product matched the words (exact hit or full-text match): never cut by the match floor."""
+    word_matches: int = 0
+    """How many candidates of the whole search matched the words (0: the result is CLIP's alone)."""
+    best: float = 0.0
+    """The best cosine among the candidates, the "1" of the match scale on every page."""
+
+
+def sku_tokens(text: str) -> list[str]:
+    """The query and each of its words, as typed, upper- and lower-cased: candidates for an exact SKU.
+
+    Three spellings instead of ``upper(sku) = ...`` keep the comparison on the SKU's own btree
+    index (a unique index on Lookalike's table), so the SKU branch costs one index probe per word.
+    """
+    words = [text.strip(), *(w.strip(_SKU_PUNCTUATION) for w in text.split())][:MAX_SKU_TOKENS]
+    tokens: dict[str, None] = {}
+    for word in words:
+        if word:
+            for spelling in (word, word.upper(), word.lower()):
+                tokens[spelling] = None
+    return list(tokens)
+
+
+def fused_search(
+    conn: Connection, catalog: Catalog, query: FusedQuery, filters: Filters, page: Page
+) -> list[FusedHit]:
+    """One page of a text query in CLIP mode, fused with the lexical ranking, in one statement.
+
+    Order: an exact SKU hit (the query or one of its words equals the SKU), then an exact name
+    hit (case- and accent-insensitive), then reciprocal rank fusion of CLIP's nearest
+    FUSION_POOL rows and the best FUSION_POOL full-text matches, then CLIP distance. A query
+    that matches no words fuses nothing: every row's fused score is 1/(k + its CLIP rank), so the
+    page is CLIP's own ranking. ``score`` stays the raw CLIP cosine for every hit (a fused score
+    is a rank artifact, meaningless across queries, while API users compare and threshold
+    cosines); whether a hit matched the words travels in ``words``/``exact`` for the match
+    scale (api.services.relevance.fused_page). ``score_threshold`` is applied there, not here.
+    """
+    if page.group is not None:
+        window = max(FUSION_POOL, (page.top_k + page.offset) * GROUP_WINDOW_FACTOR)
+        while True:
+            rows = list(conn.execute(_prepare_fused(conn, catalog, query, filters, page, window)).mappings())
+            exhausted = bool(rows) and rows[0]["candidates"] < window
+            if len(rows) >= page.top_k or exhausted or window >= MAX_GROUP_WINDOW:
+                break
+            window = min(window * GROUP_WINDOW_FACTOR, MAX_GROUP_WINDOW)
+    else:
+        window = max(FUSION_POOL, page.top_k + page.offset)
+        rows = list(conn.execute(_prepare_fused(conn, catalog, query, filters, page, window)).mappings())
+    return [FusedHit(**{k: v for k, v in row.items() if k != "candidates"}) for row in rows]
+
+
+def explain_fused(conn: Connection, catalog: Catalog, query: FusedQuery, filters: Filters, page: Page) -> str:
+    """The plan of exactly the statement :func:`fused_search` runs first (tests, debugging)."""
+    window = max(FUSION_POOL, page.top_k + page.offset)
+    if page.group is not None:
+        window = max(FUSION_POOL, (page.top_k + page.offset) * GROUP_WINDOW_FACTOR)
+    sql, params = driver_sql(conn, _prepare_fused(conn, catalog, query, filters, page, window))
+    return "\n".join(row[0] for row in conn.exec_driver_sql("EXPLAIN " + sql, params).all())
+
+
+def _prepare_fused(
+    conn: Connection, catalog: Catalog, query: FusedQuery, filters: Filters, page: Page, window: int
+) -> Select[Any]:
+    """The fused statement with the plan-time and scan settings :func:`_prepare` gives a vector search."""
+    if _Shape.of(filters) != _Shape(False, False, False, False) or catalog.visible() is not None:
+        conn.exec_driver_sql(
+            "SET LOCAL enable_sort = off"
+            + ("; SET LOCAL plan_cache_mode = force_custom_plan" if filters.categories else "")
+        )
+    vq = query.vector
+    template = _fused_template(
+        catalog,
+        vq.column,
+        _Shape.of(filters),
+        vq.model_id is not None,
+        vq.exclude_sku is not None,
+        page.group,
+    )
+    values = _query_values(vq, filters, page, window)
+    values.update(words=query.text, sku_tokens=sku_tokens(query.text))
+    ef_search = min(max(MIN_EF_SEARCH, window), MAX_EF_SEARCH)
+    return template.params(values).where(_scan_settings(ef_search))
+
+
+@lru_cache(maxsize=256)
+def _fused_template(
+    catalog: Catalog,
+    column_name: VectorColumn,
+    shape: _Shape,
+    by_model: bool,
+    excluding: bool,
+    group: str | None,
+) -> Select[Any]:
+    """CTEs: ``clip`` (HNSW, nearest ``inner_limit``), ``words`` (GIN full text, best FUSION_POOL,
+    exact names first), ``skus`` (SKU equality); one row per candidate, fused and paged.
+
+    Every branch carries the same WHERE (embedded by the current model, filters, visibility), so
+    a word match is a row CLIP mode could rank too and has a cosine to show.
+    """
+    distance, where = _nearest_clauses(catalog, column_name, shape, by_model, excluding)
+    table = catalog.sa_table
+    key = catalog.key_column
+    unaccent = getattr(func, catalog.schema).lookalike_unaccent
+    words_param = bindparam("words", type_=Text)
+
+    clip = (
+        select(key.label("id"), distance.label("distance"))
+        .where(and_(*where))
+        .order_by(distance)
+        .limit(bindparam("inner_limit", type_=Integer))
+        .cte("clip")
+        .prefix_with("MATERIALIZED")
+    )
+    clip_rank = func.row_number().over(order_by=(clip.c.distance, clip.c.id))
+    clip_rows = select(
+        clip.c.id,
+        clip.c.distance,
+        literal_column("NULL", Text()).label("exact"),
+        case((clip_rank <= FUSION_POOL, 1.0 / (RRF_K + clip_rank)), else_=0.0).label("rrf"),
+        literal_column("false", Boolean()).label("words"),
+    )
+
+    tsquery = func.websearch_to_tsquery(literal_column(catalog.regconfig), unaccent(words_param))
+    document = catalog.document()
+
+    def folded(value: ColumnElement[Any]) -> ColumnElement[Any]:
+        return func.lower(unaccent(func.btrim(value)))
+
+    name_hit = func.coalesce(folded(catalog.field("name")) == folded(words_param), False)
+    rank = func.ts_rank_cd(document, tsquery, 32)
+    words = (
+        select(key.label("id"), name_hit.label("name_hit"), rank.label("rank"))
+        .where(and_(document.op("@@")(tsquery), *where))
+        .order_by(name_hit.desc(), rank.desc(), key)
+        .limit(FUSION_POOL)
+        .cte("words")
+        .prefix_with("MATERIALIZED")
+    )
+    word_rank = func.row_number().over(order_by=(words.c.name_hit.desc(), words.c.rank.desc(), words.c.id))
+    word_rows = select(
+        words.c.id,
+        literal_column("NULL", Float()).label("distance"),
+        case((words.c.name_hit, "name"), else_=None).label("exact"),
+        (1.0 / (RRF_K + word_rank)).label("rrf"),
+        literal_column("true", Boolean()).label("words"),
+    )
+    sku_rows = select(
+        key.label("id"),
+        literal_column("NULL", Float()).label("distance"),
+        literal_column("'sku'", Text()).label("exact"),
+        literal_column("0.0", Float()).label("rrf"),
+        literal_column("true", Boolean()).label("words"),
+    ).where(and_(catalog.field("sku") == any_(bindparam("sku_tokens", type_=ARRAY(Text))), *where))
+
+    branches = union_all(clip_rows, word_rows, sku_rows).subquery("branches")
+    # 'sku' > 'name' > NULL as text: max() keeps the strongest exact hit of a row's branches.
+    exact = func.max(branches.c.exact)
+    fused = (
+        select(
+            branches.c.id,
+            func.min(branches.c.distance).label("distance"),
+            exact.label("exact"),
+            func.sum(branches.c.rrf).label("rrf"),
+            func.bool_or(branches.c.words).label("words"),
+        )
+        .group_by(branches.c.id)
+        .subquery("fused")
+    )
+    # A word-only candidate's cosine is computed here, for its row alone.
+    cosine = 1 - func.coalesce(fused.c.distance, distance)
+    exact_order = case((fused.c.exact == "sku", 2), (fused.c.exact == "name", 1), else_=0)
+    columns = [
+        *catalog.listing_columns(),
+        cosine.label("score"),
+        fused.c.exact,
+        fused.c.words,
+        exact_order.label("exact_order"),
+        fused.c.rrf,
+    ]
+    if group is not None:
+        columns.append(_group_sql(group).label("grp"))
+    joined = select(*columns).select_from(table.join(fused, key == fused.c.id)).subquery("joined")
+    order = (joined.c.exact_order.desc(), joined.c.rrf.desc(), joined.c.score.desc(), joined.c.id)
+    listing = [joined.c[c.key] for c in catalog.listing_columns()]
+    shown = [
+        *listing,
+        joined.c.score,
+        joined.c.exact,
+        joined.c.words,
+    ]
+    if group is None:
+        return (
+            select(
+                *shown,
+                func.count().filter(joined.c.words).over().label("word_matches"),
+                func.max(joined.c.score).over().label("best"),
+            )
+            .order_by(*order)
+            .limit(bindparam("top_k", type_=Integer))
+            .offset(bindparam("offset", type_=Integer))
+        )
+    group_key = _group_key(joined.c.grp, joined.c.id)
+    ranked = select(
+        joined,
+        func.row_number().over(partition_by=group_key, order_by=order).label("rn"),
+        func.count().over(partition_by=group_key).label("variants"),
+        func.count().filter(joined.c.words).over().label("word_matches"),
+        func.max(joined.c.score).over().label("best"),
+        select(func.count()).select_from(clip).scalar_subquery().label("candidates"),
+    ).subquery("ranked")
+    return (
+        select(
+            *[ranked.c[c.key] for c in catalog.listing_columns()],
+            ranked.c.score,
+            ranked.c.variants,
+            ranked.c.exact,
+            ranked.c.words,
+            ranked.c.word_matches,
+            ranked.c.best,
+            ranked.c.candidates,
+        )
+        .where(ranked.c.rn == 1)
+        .order_by(ranked.c.exact_order.desc(), ranked.c.rrf.desc(), ranked.c.score.desc(), ranked.c.id)
+        .limit(bindparam("top_k", type_=Integer))
+        .offset(bindparam("offset", type_=Integer))
+    )

@@ -11,6 +11,11 @@ A hit's ``match`` is where it sits between that background (0) and the best hit 
 ends when the matches end instead of paging through the whole catalog. The raw ``score`` stays in
 every hit for API users, and a request that sets its own ``score_threshold`` gets that floor
 instead of this one (``score_threshold: -1`` lists every row under the filters).
+
+Words in CLIP mode (``clip_text``, api.db.search.fused_search) keep the same scale, with two
+exceptions: a product whose SKU or name is exactly what was typed shows a full match, and no
+product that matched the words is ever cut by the floor or by ``score_threshold`` (its cosine to
+the phrase may be low: that is why the words are fused in at all).
 """
 
 from __future__ import annotations
@@ -71,20 +76,64 @@ def with_matches(
     cut = page.score_threshold is None
     if best is None:
         return hits, False
-    spread = best - floor_score if floor_score is not None else best
     ended = False
     kept: list[dict[str, Any]] = []
     for hit in hits:
-        if floor_score is None or spread <= 1e-9:
-            match = hit["score"] / best if best > 0 else 1.0
-        else:
-            match = (hit["score"] - floor_score) / spread
-        match = min(1.0, max(0.0, match))
-        if cut and floor_score is not None and spread > 1e-9 and match < MATCH_FLOOR:
+        match = _match(hit["score"], best, floor_score)
+        if cut and _below_floor(match, best, floor_score):
             ended = True
             break
         kept.append({**hit, "match": round(match, 4)})
     return kept, ended or len(hits) < page.top_k
+
+
+def _match(score: float, best: float, floor_score: float | None) -> float:
+    """Where ``score`` sits between the background (0) and the best hit (1), clamped to 0..1."""
+    spread = best - floor_score if floor_score is not None else best
+    if floor_score is None or spread <= 1e-9:
+        match = score / best if best > 0 else 1.0
+    else:
+        match = (score - floor_score) / spread
+    return min(1.0, max(0.0, match))
+
+
+def _below_floor(match: float, best: float, floor_score: float | None) -> bool:
+    """True when a hit is not a match (only measurable when the best hit stands above the background)."""
+    return floor_score is not None and best - floor_score > 1e-9 and match < MATCH_FLOOR
+
+
+FUSION_KEYS = ("exact", "words", "word_matches", "best")
+"""What api.db.search.FusedHit adds for this module; not part of a hit the API shows."""
+
+
+def fused_page(
+    conn: Connection, catalog: Catalog, query: VectorQuery, page: Page, hits: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """A fused text page (api.db.search.fused_search) with matches, ending where the matches end.
+
+    The scale is the CLIP one: 0 is the phrase's background, 1 the best cosine among the
+    candidates (carried by every row, so page 2 needs no extra query). A hit that matched no words
+    ends the list when it falls below MATCH_FLOOR or the request's ``score_threshold``, exactly as
+    in :func:`vector_page`, so a phrase that matched no words gets the plain CLIP page. A hit that
+    matched the words is never cut, and an exact SKU or name shows match 1.
+    """
+    if not hits:
+        return hits
+    best = float(hits[0]["best"])
+    floor = background(conn, catalog, query)
+    out: list[dict[str, Any]] = []
+    for hit in hits:
+        match = _match(hit["score"], best, floor)
+        if not hit["words"]:
+            if page.score_threshold is not None and hit["score"] < page.score_threshold:
+                break
+            if page.score_threshold is None and _below_floor(match, best, floor):
+                break
+        if hit["exact"] is not None:
+            match = 1.0
+        shown = {k: v for k, v in hit.items() if k not in FUSION_KEYS}
+        out.append({**shown, "match": round(match, 4)})
+    return out
 
 
 def vector_page(

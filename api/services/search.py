@@ -1,8 +1,11 @@
 """Search orchestration: decode → cache → encode → one SQL query, with graceful fallback.
 
 The mode ladder is the product's promise: image queries go CLIP → MobileNetV2, text queries
-CLIP → PostgreSQL full-text, image+text hybrid → MobileNetV2 on the image. Each response names
-the mode that served it and why it fell back. Result keys carry the catalog version, so no
+CLIP → PostgreSQL full-text, image+text hybrid → MobileNetV2 on the image. A text query served
+by CLIP is fused with the words' own ranking (exact SKU, exact name, then reciprocal rank fusion;
+api.db.search.fused_search) and answers ``clip_text`` when any product matched the words, ``clip``
+when none did (the result is then CLIP's ranking unchanged). Each response names the mode that
+served it and why it fell back. Result keys carry the catalog version, so no
 result survives a catalog change.
 """
 
@@ -22,7 +25,18 @@ from sqlalchemy.engine import Connection
 
 from api.db.catalog import Catalog
 from api.db.engine import Database
-from api.db.search import Filters, Hit, Page, TextQuery, VectorColumn, VectorQuery, search, stored_vector
+from api.db.search import (
+    Filters,
+    FusedQuery,
+    Hit,
+    Page,
+    TextQuery,
+    VectorColumn,
+    VectorQuery,
+    fused_search,
+    search,
+    stored_vector,
+)
 from api.errors import RequestError
 from api.services import relevance
 from api.services.cache import Cache
@@ -41,6 +55,8 @@ CACHE_PREFIX = "lookalike:v1"
 
 class Mode(StrEnum):
     CLIP = "clip"
+    CLIP_TEXT = "clip_text"
+    """Words in CLIP mode, fused with the products whose SKU, name or text matched them."""
     HYBRID = "hybrid"
     MOBILENET = "mobilenet_fallback"
     FULLTEXT = "fulltext_fallback"
@@ -158,24 +174,42 @@ class SearchService:
             version = self.catalog_version.current()
         reasons: list[str] = []
         for mode in ladder:
+            # Words alone in CLIP mode: fused with the lexical ranking, which also decides the mode
+            # the response names (cached with the hits, under a key of its own).
+            fused = mode is Mode.CLIP and image is None and bool(text)
             try:
                 model_id = self._model_id(mode)
-                key = self._result_key(mode, model_id, image.sha if image else None, text, query, version)
+                key = self._result_key(
+                    Mode.CLIP_TEXT if fused else mode,
+                    model_id,
+                    image.sha if image else None,
+                    text,
+                    query,
+                    version,
+                )
                 with timer.stage("cache"):
                     cached = self.cache.get(key)
                 if cached is not None:
-                    return self._words_used(
-                        self._finish(mode, json.loads(cached), True, timer, reasons), text
-                    )
+                    payload = json.loads(cached)
+                    if fused:
+                        served, payload = Mode(payload["mode"]), payload["hits"]
+                    else:
+                        served = mode
+                    return self._words_used(self._finish(served, payload, True, timer, reasons), text)
                 vector_query = self._vector_query(mode, model_id, query, image, text, timer)
             except EncoderUnavailableError as exc:
                 reasons.append(f"{mode.value}: {exc}")
                 continue
+            served = mode
             with timer.stage("search"), self.database.read() as conn:
-                hits = self._ranked(conn, mode, vector_query, query.filters, query, text)
+                if fused and isinstance(vector_query, VectorQuery) and text:
+                    hits, served = self._fused(conn, vector_query, query, text)
+                else:
+                    hits = self._ranked(conn, mode, vector_query, query.filters, query, text)
             with timer.stage("cache"):
-                self.cache.set(key, json.dumps(hits).encode(), self.settings.cache_ttl_s)
-            return self._words_used(self._finish(mode, hits, False, timer, reasons), text)
+                stored: Any = {"mode": served.value, "hits": hits} if fused else hits
+                self.cache.set(key, json.dumps(stored).encode(), self.settings.cache_ttl_s)
+            return self._words_used(self._finish(served, hits, False, timer, reasons), text)
         raise NothingCanServeError("; ".join(reasons))
 
     def similar(self, sku: str, filters: Filters, page: Page) -> SearchResult:
@@ -251,6 +285,18 @@ class SearchService:
                 conn, self.catalog, vector_query, query.page, text, query.alpha, run
             )
         return relevance.vector_page(conn, self.catalog, vector_query, query.page, run)
+
+    def _fused(
+        self, conn: Connection, vector_query: VectorQuery, query: SearchQuery, text: str
+    ) -> tuple[list[dict[str, Any]], Mode]:
+        """A text page in CLIP mode fused with the words; ``clip_text`` only when some product
+        matched the words, so a purely visual phrase answers ``clip`` with CLIP's own ranking."""
+        found = fused_search(
+            conn, self.catalog, FusedQuery(vector_query, text), query.filters, self._page(query.page)
+        )
+        hits = [hit_to_dict(hit) for hit in found]
+        served = Mode.CLIP_TEXT if found and found[0].word_matches > 0 else Mode.CLIP
+        return relevance.fused_page(conn, self.catalog, vector_query, query.page, hits), served
 
     @staticmethod
     def _words_used(result: SearchResult, text: str | None) -> SearchResult:
