@@ -120,7 +120,8 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.headers:
             response.headers.update(exc.headers)
         if exc.status_code == 405:
-            response.headers["Allow"] = allowed_methods(request)
+            # A mount (the /ui assets) matches every method: its own Allow is the one to trust.
+            response.headers["Allow"] = allowed_methods(request) or (exc.headers or {}).get("Allow", "")
         return response
 
     @app.exception_handler(InvalidImageError)

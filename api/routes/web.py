@@ -1,6 +1,8 @@
 """The web UI: the search page at ``/``, the admin page at ``/admin``, and their static assets.
 
-Plain HTML, CSS and ES modules from ``api/web`` (no build step), served by the API itself.
+Plain HTML, CSS and ES modules from ``api/web`` (no build step), served by the API itself; the
+assets through Starlette's :class:`~starlette.staticfiles.StaticFiles`, which also answers
+conditional requests (ETag, Last-Modified: a revalidated asset costs a 304, not its bytes).
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import FileResponse
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
-from api.errors import RequestError
-from api.input_checks import resolve_under
 from api.state import AppState, app_state
 
 WEB_ROOT = Path(__file__).resolve().parents[1] / "web"
@@ -41,10 +45,25 @@ def ui_config(state: AppState = Depends(app_state)) -> dict[str, Any]:
     return {"max_upload_bytes": state.settings.max_upload_bytes}
 
 
-@router.get("/ui/{path:path}")
-def asset(path: str) -> FileResponse:
-    file = resolve_under(WEB_ROOT, path)  # None for names no file system holds, not ENAMETOOLONG
-    if file is None or file.suffix == ".html":
-        raise RequestError(404, "not_found", f"no asset at {path!r}")
-    media_type = "text/javascript; charset=utf-8" if file.suffix == ".js" else None
-    return FileResponse(file, media_type=media_type, headers=NO_CACHE)
+class WebAssets(StaticFiles):
+    """``api/web`` under ``/ui/``: every asset revalidated on each load (``no-cache``: a deploy is
+    seen at once, an unchanged file costs a 304), JavaScript with one content type whatever the
+    host's mime table says, and the pages only at their own routes."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        if path.endswith(".html"):
+            raise HTTPException(404, f"no asset at {path!r}")
+        try:
+            response = await super().get_response(path, scope)
+        except HTTPException as exc:
+            if exc.status_code != 404:
+                raise
+            raise HTTPException(404, f"no asset at {path!r}") from None
+        response.headers.update(NO_CACHE)
+        if path.endswith(".js"):
+            response.headers["content-type"] = "text/javascript; charset=utf-8"
+        return response
+
+
+# After /ui/config.json, which it would otherwise shadow.
+router.mount("/ui", WebAssets(directory=WEB_ROOT), name="ui")
