@@ -29,6 +29,7 @@ from api.db.catalog import Catalog  # noqa: E402
 from api.db.category_indexes import CategoryIndexPolicy, sync  # noqa: E402
 from api.db.embedding_queue import Embedded, write_embedded  # noqa: E402
 from api.db.engine import Database  # noqa: E402
+from api.db.products import Embeddings  # noqa: E402
 from api.db.vector_indexes import deferred, hnsw_indexes, index_ddl  # noqa: E402
 from api.settings import Settings  # noqa: E402
 
@@ -121,8 +122,8 @@ def batches(database: Database, catalog: Catalog, rows: int, seed_: int) -> list
         ]
     clip, fallback = clustered(rng, len(ids), 512), clustered(rng, len(ids), 1280, positive=True)
     items = [
-        Embedded(id=i, source=f"file:///bench/{i}.jpg", image_sha256=f"{i:064x}", clip=clip[k],
-                 clip_model="clip", fallback=fallback[k], fallback_model="mobilenet")
+        Embedded(id=i, source=f"file:///bench/{i}.jpg",
+                 embeddings=Embeddings(f"{i:064x}", clip[k], "clip", fallback[k], "mobilenet"))
         for k, i in enumerate(ids)
     ]  # fmt: skip
     return [items[k : k + BATCH] for k in range(0, len(items), BATCH)]

@@ -125,7 +125,11 @@ class Catalog:
     @property
     def qualified(self) -> str:
         """Quoted ``schema.table`` for hand-written SQL (identifiers are validated by Settings)."""
-        return f'"{self.schema}"."{self.table}"'
+        return self.in_schema(self.table)
+
+    def in_schema(self, name: str) -> str:
+        """Quoted ``schema.name`` for an index, function or table of ours beside the catalog."""
+        return f'"{self.schema}"."{name}"'
 
     def index(self, suffix: str) -> str:
         """Index names are prefixed with the table name so two catalogs can share a schema."""

@@ -165,7 +165,7 @@ def _sync_queue_index(conn: Connection, catalog: Catalog) -> bool:
 
 
 def _index(catalog: Catalog) -> str:
-    return f'"{catalog.schema}"."{catalog.embed_queue_index}"'
+    return catalog.in_schema(catalog.embed_queue_index)
 
 
 def key_type(conn: Connection, catalog: Catalog) -> str:
@@ -288,7 +288,7 @@ def _sync_notify_trigger(conn: Connection, catalog: Catalog) -> bool:
     into another table, only inserts and deletes are seen here; the worker's poll finds the rest."""
     column = catalog.column_of("image_url")
     events = "INSERT OR DELETE" + (f' OR UPDATE OF "{column}"' if column is not None else "")
-    function = f'"{catalog.schema}".lookalike_notify_catalog'
+    function = catalog.in_schema("lookalike_notify_catalog")
     name = catalog.index("embed_notify")
     trigger_sql = (
         f'CREATE TRIGGER "{name}" AFTER {events} ON {catalog.qualified} '

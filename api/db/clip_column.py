@@ -21,10 +21,8 @@ from typing import Literal
 from sqlalchemy import Connection, text
 
 from api.db.catalog import Catalog
+from api.db.migrate import MIGRATION_LOCK_KEY
 from api.db.vector_indexes import index_ddl
-
-# Same key as migrations/env.py: a model switch and a migration never run DDL at the same time.
-MIGRATION_LOCK_KEY = 0x4C4F4F4B
 
 Storage = Literal["vector", "halfvec"]
 
@@ -55,7 +53,7 @@ def change_clip_dim(conn: Connection, catalog: Catalog, dim: int) -> None:
     full-text fallbacks meanwhile. One transaction: readers see the old column or the new one.
     """
     conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
-    conn.execute(text(f'DROP INDEX IF EXISTS "{catalog.schema}"."{catalog.image_index}"'))
+    conn.execute(text(f"DROP INDEX IF EXISTS {catalog.in_schema(catalog.image_index)}"))
     conn.execute(
         text(
             f"ALTER TABLE {catalog.qualified} ALTER COLUMN image_embedding "
@@ -120,7 +118,7 @@ def change_clip_storage(conn: Connection, catalog: Catalog, storage: Storage) ->
     conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
     indexes = clip_indexes(conn, catalog)
     for name in indexes:
-        conn.execute(text(f'DROP INDEX IF EXISTS "{catalog.schema}"."{name}"'))
+        conn.execute(text(f"DROP INDEX IF EXISTS {catalog.in_schema(name)}"))
     new_type = f"{storage}({int(dim)})"
     conn.execute(
         text(

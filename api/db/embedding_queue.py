@@ -21,11 +21,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, select, text
 
 from api.db.binary_vector import binary_or_none
 from api.db.catalog import Catalog
+from api.db.products import Embeddings
 
 # A hung worker (not a dead one: that is released at once) gives its rows back after this long.
 CLAIM_IDLE_TIMEOUT = "15min"
@@ -146,15 +146,13 @@ def _claim(
 
 @dataclass(frozen=True)
 class Embedded:
-    """New vectors for a row; a vector left None keeps the stored one if the image is the same."""
+    """A row's new vectors: the one input of the one embedding write (worker, ingest, product API)."""
 
     id: Any
-    source: str
-    image_sha256: str
-    clip: np.ndarray | None
-    clip_model: str | None
-    fallback: np.ndarray | None
-    fallback_model: str | None
+    source: str | None
+    """The image source these vectors describe; None: the row's own source as stored now."""
+    embeddings: Embeddings
+    """A vector left None keeps the stored one if the image is the same, else stores none."""
 
 
 def write_embedded(conn: Connection, catalog: Catalog, rows: Sequence[Embedded]) -> None:
@@ -173,7 +171,8 @@ def write_embedded(conn: Connection, catalog: Catalog, rows: Sequence[Embedded])
             fallback_embedding = CASE WHEN CAST(:fb_model AS text) IS NULL AND {same} THEN fallback_embedding
                                       ELSE CAST(:fb AS vector({catalog.fallback_dim})) END,
             fallback_model = CASE WHEN CAST(:fb_model AS text) IS NULL AND {same} THEN fallback_model ELSE :fb_model END,
-            image_sha256 = :sha, embed_source = :source, embedded_at = now(), embed_error = NULL
+            image_sha256 = :sha, embed_source = coalesce(CAST(:source AS text), {catalog.image_source_sql}),
+            embedded_at = now(), embed_error = NULL
         WHERE {catalog.key_sql} = :id
         """
     )  # vectors in binary (api.db.binary_vector): as text they were most of a write's cost
@@ -183,14 +182,37 @@ def write_embedded(conn: Connection, catalog: Catalog, rows: Sequence[Embedded])
             {
                 "id": r.id,
                 "source": r.source,
-                "sha": r.image_sha256,
-                "clip": binary_or_none(r.clip),
-                "clip_model": r.clip_model,
-                "fb": binary_or_none(r.fallback),
-                "fb_model": r.fallback_model,
+                "sha": r.embeddings.image_sha256,
+                "clip": binary_or_none(r.embeddings.clip),
+                "clip_model": r.embeddings.clip_model,
+                "fb": binary_or_none(r.embeddings.fallback),
+                "fb_model": r.embeddings.fallback_model,
             }
             for r in rows
         ],
+    )
+
+
+def current_embeddings(
+    conn: Connection, catalog: Catalog, sku: str, image_sha256: str, models: WantedModels
+) -> Embeddings | None:
+    """The row's stored vectors when they already describe this image by the wanted models."""
+    t = catalog.sa_table
+    row = conn.execute(
+        select(t.c.image_embedding, t.c.image_model, t.c.fallback_embedding, t.c.fallback_model)
+        .where(
+            catalog.field("sku") == sku,
+            t.c.image_sha256 == image_sha256,
+            text(CLIP_CURRENT),
+            text(FALLBACK_CURRENT),
+        )
+        .limit(1),
+        _params(models),
+    ).first()
+    if row is None:
+        return None
+    return Embeddings(
+        image_sha256, row.image_embedding, row.image_model, row.fallback_embedding, row.fallback_model
     )
 
 

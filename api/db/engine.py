@@ -201,7 +201,12 @@ def map_unavailability(engine: Engine, availability: Availability, display_url: 
 
 
 class Database:
-    """Owns the engine (and the replicas' engines); one per process (API, CLI command, test session)."""
+    """Owns the engine (and the replicas' engines); one per process (API, CLI command, test session).
+
+    The one way to a connection: ``connect`` (plain), ``begin`` (a transaction that commits),
+    ``read`` / ``primary_read`` (shopper reads, ended by ROLLBACK; replicas when configured) and
+    ``autocommit`` (DDL that cannot run in a transaction). Every one of them maps an unavailable
+    server to DatabaseUnavailableError (503), see ``map_unavailability``."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

@@ -68,7 +68,7 @@ def _read_ahead(conn: Connection, catalog: Catalog, indexes: dict[str, bool], re
     for name in indexes:
         relative = conn.execute(
             text("SELECT pg_relation_filepath(CAST(:index AS regclass))"),
-            {"index": f'"{catalog.schema}"."{name}"'},
+            {"index": catalog.in_schema(name)},
         ).scalar()
         if relative is None:
             continue

@@ -10,7 +10,6 @@ import numpy as np
 from sqlalchemy import Connection, delete, func, null, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 
-from api.db.binary_vector import vector_value
 from api.db.catalog import Catalog, Listing
 
 CATALOG_FIELDS = ("name", "description", "category", "price", "currency", "attributes", "image_url", "url")
@@ -30,7 +29,8 @@ class Product(Listing):
 
 @dataclass(frozen=True)
 class Embeddings:
-    """What one image turned into; either vector may be missing when its model is unavailable."""
+    """What one image turned into; either vector may be missing when its model is unavailable.
+    Written by ``api.db.embedding_queue.write_embedded``, the one embedding write."""
 
     image_sha256: str
     clip: np.ndarray | None = None
@@ -89,26 +89,6 @@ def delete_product(conn: Connection, catalog: Catalog, sku: str) -> bool:
     return conn.execute(delete(t).where(t.c.sku == sku).returning(catalog.key_column)).first() is not None
 
 
-def write_embeddings(conn: Connection, catalog: Catalog, product_id: Any, embeddings: Embeddings) -> None:
-    """Store both vectors with the ids of the models that made them, and clear any earlier error."""
-    t = catalog.sa_table
-    conn.execute(
-        update(t)
-        .where(catalog.key_column == product_id)
-        .values(
-            image_embedding=vector_value(embeddings.clip, t.c.image_embedding.type),
-            image_model=embeddings.clip_model,
-            fallback_embedding=vector_value(embeddings.fallback, t.c.fallback_embedding.type),
-            fallback_model=embeddings.fallback_model,
-            image_sha256=embeddings.image_sha256,
-            embedded_at=func.now(),
-            embed_error=None,
-            # The row's current image_url is what these vectors describe: the worker skips it.
-            embed_source=catalog.field("image_url"),
-        )
-    )
-
-
 def clear_embeddings(conn: Connection, catalog: Catalog, product_id: Any) -> None:
     """The image changed or went away: old vectors would describe the wrong picture."""
     t = catalog.sa_table
@@ -137,7 +117,7 @@ def catalog_version(conn: Connection, catalog: Catalog) -> int:
     """The counter the catalog's write trigger bumps; part of every cached result's key."""
     return int(
         conn.execute(
-            text(f'SELECT version FROM "{catalog.schema}".lookalike_catalog_state WHERE table_name = :t'),
+            text(f"SELECT version FROM {catalog.in_schema('lookalike_catalog_state')} WHERE table_name = :t"),
             {"t": catalog.table},
         ).scalar()
         or 0

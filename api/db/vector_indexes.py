@@ -77,7 +77,7 @@ def deferred(database: Database, catalog: Catalog) -> Iterator[Deferral]:
         conn.execute(text("SELECT pg_advisory_lock(CAST(:k AS integer), hashtext(:t))"), _lock_args(catalog))
         try:
             for name in hnsw_indexes(conn, catalog):
-                conn.exec_driver_sql(f'DROP INDEX CONCURRENTLY IF EXISTS "{catalog.schema}"."{name}"')
+                conn.exec_driver_sql(f"DROP INDEX CONCURRENTLY IF EXISTS {catalog.in_schema(name)}")
                 deferral.dropped.append(name)
             log.info("bulk load: %d HNSW indexes set aside until it ends", len(deferral.dropped))
             try:
@@ -126,7 +126,7 @@ def _create_missing(conn: Connection, catalog: Catalog) -> list[str]:
         if existing.get(name):
             continue
         if name in existing:  # an interrupted CONCURRENTLY build leaves an invalid index behind
-            conn.exec_driver_sql(f'DROP INDEX CONCURRENTLY IF EXISTS "{catalog.schema}"."{name}"')
+            conn.exec_driver_sql(f"DROP INDEX CONCURRENTLY IF EXISTS {catalog.in_schema(name)}")
         log.info("building HNSW index %s (after a bulk load, or one that did not finish)", name)
         conn.exec_driver_sql(index_ddl(catalog, column, concurrently=True))
         built.append(name)

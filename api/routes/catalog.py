@@ -28,7 +28,7 @@ def list_categories(state: AppState = Depends(app_state)) -> dict[str, Any]:
 
 @router.get("/api/v1/stats", dependencies=[Depends(require_admin)])
 def stats(request: Request, state: AppState = Depends(app_state)) -> dict[str, Any]:
-    with state.database.engine.connect() as conn:
+    with state.database.connect() as conn:
         catalog = embedding_stats(conn, state.catalog, state.hub.clip_model_id, state.hub.mobilenet_model_id)
         folding = accent_folding(conn, state.catalog)
     cache = state.cache

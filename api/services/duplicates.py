@@ -253,7 +253,7 @@ def find_duplicates(
     candidates = _candidates(database, catalog, model, query, report, progress)
     report.candidate_pairs = len(candidates)
     keys = sorted({key for pair in candidates for key in pair}, key=_order)
-    with database.engine.connect() as conn:
+    with database.connect() as conn:
         shown = listings(conn, catalog, keys)
     similar: dict[tuple[Any, Any], float | None] = dict.fromkeys(candidates)
     if query.verify and candidates:
@@ -329,7 +329,7 @@ def _candidates(
     progress: Progress | None,
 ) -> dict[tuple[Any, Any], float]:
     """Every pair within the distance, once (smaller key first), from per-product k-NN queries."""
-    with database.engine.connect() as conn:
+    with database.connect() as conn:
         report.products_checked = count_vectors(conn, catalog, query.vectors, model, query.category)
         batches: list[list[Any]] = []
         after: Any = None
@@ -344,7 +344,7 @@ def _candidates(
         progress("vectors", 0, total)
 
     def search(keys: list[Any]) -> tuple[int, list[Neighbour]]:
-        with database.engine.connect() as conn:
+        with database.connect() as conn:
             found = neighbours_within(
                 conn,
                 catalog,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from api.db.catalog import Catalog
+from api.db.embedding_queue import Embedded, WantedModels, current_embeddings, write_embedded
 from api.db.engine import Database
 from api.db.products import (
     Embeddings,
@@ -14,9 +15,7 @@ from api.db.products import (
     get_product,
     update_product,
     upsert_product,
-    write_embeddings,
 )
-from api.db.search import stored_vector
 from api.errors import CatalogManagedByShopError, ProductNotFoundError
 from api.services.embedding import embed_images, sha256_hex
 from api.services.encoders import EncoderHub
@@ -59,10 +58,10 @@ class ProductService:
         embeddings = self._embed(sku, image) if image is not None else None
         if store_image and image is not None:
             fields = {**fields, "image_url": save_image(image, self.settings)}
-        with self.database.engine.begin() as conn:
+        with self.database.begin() as conn:
             product_id, created = upsert_product(conn, self.catalog, sku, fields)
             if embeddings is not None:
-                write_embeddings(conn, self.catalog, product_id, embeddings)
+                write_embedded(conn, self.catalog, [Embedded(product_id, None, embeddings)])
             elif "image_url" in fields and not created:
                 clear_embeddings(conn, self.catalog, product_id)  # the old vectors describe the old image
             product = get_product(conn, self.catalog, sku, shopper=False)
@@ -72,12 +71,12 @@ class ProductService:
     def patch(self, sku: str, fields: dict[str, Any], image: bytes | None) -> Product:
         self.check_writable()
         embeddings = self._embed(sku, image) if image is not None else None
-        with self.database.engine.begin() as conn:
+        with self.database.begin() as conn:
             product_id = update_product(conn, self.catalog, sku, fields)
             if product_id is None:
                 raise ProductNotFoundError(sku)
             if embeddings is not None:
-                write_embeddings(conn, self.catalog, product_id, embeddings)
+                write_embedded(conn, self.catalog, [Embedded(product_id, None, embeddings)])
             elif "image_url" in fields:
                 # The image went away (image_url null): its vectors would keep finding the product
                 # by a photo it no longer has. (A new image_url arrives fetched, as ``image``.)
@@ -88,7 +87,7 @@ class ProductService:
 
     def delete(self, sku: str) -> None:
         self.check_writable()
-        with self.database.engine.begin() as conn:
+        with self.database.begin() as conn:
             if not delete_product(conn, self.catalog, sku):
                 raise ProductNotFoundError(sku)
 
@@ -103,17 +102,6 @@ class ProductService:
 
     def _current_embeddings(self, sku: str, image: bytes) -> Embeddings | None:
         """A retried upsert of the same image by the same models needs no second forward pass."""
-        with self.database.engine.connect() as conn:
-            product = get_product(conn, self.catalog, sku, shopper=False)
-            if product is None or product.image_sha256 != sha256_hex(image):
-                return None
-            if (
-                product.image_model != self.hub.clip_model_id
-                or product.fallback_model != self.hub.mobilenet_model_id
-            ):
-                return None
-            vectors = stored_vector(conn, self.catalog, sku)
-        assert vectors is not None
-        return Embeddings(
-            product.image_sha256, vectors[0], product.image_model, vectors[1], product.fallback_model
-        )
+        models = WantedModels(self.hub.clip_model_id, self.hub.mobilenet_model_id)
+        with self.database.connect() as conn:
+            return current_embeddings(conn, self.catalog, sku, sha256_hex(image), models)

@@ -11,6 +11,7 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import Connection
@@ -90,7 +91,7 @@ class BatchEmbedder:
         except EncoderUnavailableError:
             clip = None
         if clip is not None:
-            with nullcontext(conn) if conn is not None else self.database.engine.connect() as reader:
+            with nullcontext(conn) if conn is not None else self.database.connect() as reader:
                 dim = clip_column_dim(reader, self.catalog)
             if dim is not None and dim != self.settings.clip_dim:
                 if not self._dim_warned:
@@ -111,7 +112,7 @@ class BatchEmbedder:
         return WantedModels(clip=clip, fallback=fallback)
 
     def pending(self, models: WantedModels | None = None) -> int:
-        with self.database.engine.connect() as conn:
+        with self.database.connect() as conn:
             return pending_count(conn, self.catalog, models or self.wanted(conn))
 
     def run_batch(
@@ -122,7 +123,7 @@ class BatchEmbedder:
         ``walk``: where this round's search for stale rows has got to (shared by its lanes).
         """
         walk = walk or StaleWalk()
-        with self.database.engine.connect() as conn, conn.begin():
+        with self.database.connect() as conn, conn.begin():
             models = models or self.wanted(conn)
             if models.clip is None and models.fallback is None:
                 return None
@@ -177,18 +178,9 @@ class BatchEmbedder:
                         (row.id, row.image_url, f"{got.code}: {got.message}", sha256_hex(blob))
                     )
                     continue
-                keep_clip = models.clip is not None and got.clip is not None
-                embedded.append(
-                    Embedded(
-                        id=row.id,
-                        source=row.image_url,
-                        image_sha256=got.image_sha256,
-                        clip=got.clip if keep_clip else None,
-                        clip_model=got.clip_model if keep_clip else None,
-                        fallback=got.fallback,
-                        fallback_model=got.fallback_model,
-                    )
-                )
+                if models.clip is None:  # not wanted now: keep whatever CLIP vector the row has
+                    got = replace(got, clip=None, clip_model=None)
+                embedded.append(Embedded(row.id, row.image_url, got))
         write_embedded(conn, self.catalog, embedded)
         mark_unchanged(conn, self.catalog, unchanged)
         mark_failed(conn, self.catalog, failed_rows)

@@ -111,7 +111,7 @@ def sync_items(
             if item.sku in images:
                 fields["image_url"] = images[item.sku].url
             rows.append((item.sku, fields))
-        with worker.database.engine.begin() as conn:
+        with worker.database.begin() as conn:
             stored = stored_images(conn, catalog, [sku for sku, _ in rows], models)
             written += upsert_products(conn, catalog, rows)
             changed = [sku for sku, image in images.items() if classify(stored.get(sku), image, tally)]
@@ -161,7 +161,7 @@ def run_ingest(
         written = sync_items(worker, items, models, tally)
         log.info("products synced: %d inserted or changed", written)
     if retry_failed:
-        with worker.database.engine.begin() as conn:
+        with worker.database.begin() as conn:
             retried = reset_sources(conn, worker.catalog, failed_only=True)
         log.info("retrying %d products whose image failed before", retried)
     total = worker.pending(models)

@@ -62,7 +62,7 @@ def reembed(database: Database, model: str) -> Reembed:
     except ValueError as exc:
         raise LookalikeError(str(exc)) from exc
     catalog = Catalog.from_settings(database.settings)
-    with database.engine.begin() as conn:
+    with database.begin() as conn:
         old_dim = clip_column_dim(conn, catalog)
         if old_dim is None:
             raise LookalikeError("the catalog has no image_embedding column yet; run `lookalike db upgrade`")

@@ -15,7 +15,7 @@ from api.db.binary_vector import BinaryVector, query_vector_param
 from api.db.catalog import Catalog
 from api.db.embedding_queue import Embedded, write_embedded
 from api.db.engine import Database
-from api.db.products import Embeddings, write_embeddings
+from api.db.products import Embeddings
 
 
 def _select(vector: np.ndarray) -> Select[Any]:
@@ -55,9 +55,13 @@ def test_stored_vectors_arrive_bit_exact_from_both_writers(migrated_database: Da
             .scalars()
             .all()
         )
-        write_embedded(conn, catalog, [Embedded(ids[0], "a.jpg", "0" * 64, clip, "clip", fallback, "fb")])
-        write_embeddings(
-            conn, catalog, ids[1], Embeddings("1" * 64, clip[::-1].copy(), "clip", fallback, "fb")
+        write_embedded(
+            conn, catalog, [Embedded(ids[0], "a.jpg", Embeddings("0" * 64, clip, "clip", fallback, "fb"))]
+        )
+        write_embedded(
+            conn,
+            catalog,
+            [Embedded(ids[1], None, Embeddings("1" * 64, clip[::-1].copy(), "clip", fallback, "fb"))],
         )
         stored = conn.execute(
             text("SELECT image_embedding::real[], fallback_embedding::real[] FROM products ORDER BY sku")

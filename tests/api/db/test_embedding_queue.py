@@ -18,6 +18,7 @@ from api.db.embedding_queue import (
 )
 from api.db.engine import Database
 from api.db.product_batches import upsert_products
+from api.db.products import Embeddings
 
 MODELS = WantedModels(clip="clip-a", fallback="mobilenet")
 
@@ -66,11 +67,9 @@ def test_finished_failed_and_retried_rows(migrated_database: Database) -> None:
                 Embedded(
                     rows[0].id,
                     rows[0].image_url,
-                    "sha0",
-                    np.ones(512, np.float32),
-                    "clip-a",
-                    np.ones(1280, np.float32),
-                    "mobilenet",
+                    Embeddings(
+                        "sha0", np.ones(512, np.float32), "clip-a", np.ones(1280, np.float32), "mobilenet"
+                    ),
                 )
             ],
         )
@@ -97,23 +96,31 @@ def test_a_missing_vector_from_a_down_model_keeps_the_old_one_for_the_same_image
         full = Embedded(
             row.id,
             row.image_url,
-            "sha",
-            np.ones(512, np.float32),
-            "clip-a",
-            np.ones(1280, np.float32),
-            "mobilenet",
+            Embeddings("sha", np.ones(512, np.float32), "clip-a", np.ones(1280, np.float32), "mobilenet"),
         )
         write_embedded(conn, catalog, [full])
         write_embedded(
             conn,
             catalog,
-            [Embedded(row.id, row.image_url, "sha", None, None, np.ones(1280, np.float32), "mobilenet")],
+            [
+                Embedded(
+                    row.id,
+                    row.image_url,
+                    Embeddings("sha", None, None, np.ones(1280, np.float32), "mobilenet"),
+                )
+            ],
         )
         kept = conn.execute(text("SELECT image_model FROM products")).scalar()
         write_embedded(
             conn,
             catalog,
-            [Embedded(row.id, row.image_url, "new", None, None, np.ones(1280, np.float32), "mobilenet")],
+            [
+                Embedded(
+                    row.id,
+                    row.image_url,
+                    Embeddings("new", None, None, np.ones(1280, np.float32), "mobilenet"),
+                )
+            ],
         )
         dropped = conn.execute(text("SELECT image_model FROM products")).scalar()
     assert (kept, dropped) == ("clip-a", None)
@@ -125,7 +132,7 @@ def test_new_rows_are_claimed_through_the_queue_index_then_stale_rows(migrated_d
     vector = np.zeros(catalog.clip_dim, dtype=np.float32)
     vector[0] = 1.0
     with engine.begin() as conn:  # rows 1-200 done, 201-300 new; then row 5 goes stale (model switch)
-        done = [Embedded(i, f"img/{i - 1}.jpg", "sha", vector, "clip-a", None, None) for i in range(1, 201)]
+        done = [Embedded(i, f"img/{i - 1}.jpg", Embeddings("sha", vector, "clip-a")) for i in range(1, 201)]
         write_embedded(conn, catalog, done)
         conn.execute(text(f"UPDATE {catalog.qualified} SET image_model = 'clip-old' WHERE id = 5"))
         conn.execute(text(f"ANALYZE {catalog.qualified}"))
@@ -157,7 +164,7 @@ def test_the_stale_walk_resumes_after_the_last_stale_row_claimed(migrated_databa
         write_embedded(
             conn,
             catalog,
-            [Embedded(i, f"img/{i - 1}.jpg", "sha", vector, "clip-a", None, None) for i in range(1, 51)],
+            [Embedded(i, f"img/{i - 1}.jpg", Embeddings("sha", vector, "clip-a")) for i in range(1, 51)],
         )
     switched = WantedModels(clip="clip-b", fallback=None)
     engine = migrated_database.engine
