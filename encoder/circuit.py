@@ -3,18 +3,50 @@
 Without it every search would wait out a connect timeout before the API falls back; with
 it, after ``failure_threshold`` failures in a row calls fail instantly for ``reset_after_s``,
 then a single probe is let through and its outcome decides whether to close again.
+
+Its clock is injectable: :func:`breaker_clock` hands a :class:`ManualClock` to every breaker built
+inside a block (the API's, deep in its encoder clients), so a test steps an open circuit to its
+probe instead of sleeping through the wait.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Literal
 
 from encoder.errors import EncoderUnavailableError
 
 State = Literal["closed", "open", "half_open"]
+Clock = Callable[[], float]
+
+_default_clock: Clock = time.monotonic
+
+
+class ManualClock:
+    """Seconds that pass only when told to (:meth:`advance`)."""
+
+    def __init__(self, start: float = 0.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@contextmanager
+def breaker_clock(clock: Clock) -> Iterator[Clock]:
+    """Breakers built inside the block (and not given a clock) read ``clock``, for their lifetime."""
+    global _default_clock
+    previous, _default_clock = _default_clock, clock
+    try:
+        yield clock
+    finally:
+        _default_clock = previous
 
 
 class CircuitBreaker:
@@ -24,14 +56,14 @@ class CircuitBreaker:
         reset_after_s: float = 30.0,
         *,
         name: str = "encoder service",
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock | None = None,
     ) -> None:
         if failure_threshold < 1:
             raise ValueError("failure_threshold must be >= 1")
         self.failure_threshold = failure_threshold
         self.reset_after_s = reset_after_s
         self.name = name
-        self._clock = clock
+        self._clock = clock or _default_clock
         self._lock = threading.Lock()
         self._failures = 0
         self._opened_at: float | None = None
