@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from encoder.base import Encoder
-from encoder.circuit import CircuitBreaker
+from encoder.circuit import CircuitBreaker, ManualClock, breaker_clock
 from encoder.client import RemoteEncoder
 from encoder.clip import ClipEncoder
 from encoder.errors import EncoderUnavailableError, InvalidImageError
@@ -82,15 +82,23 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess
 
 
 @pytest.fixture
-def remote(service: ServiceProcess) -> Iterator[RemoteEncoder]:
-    with RemoteEncoder(
-        service.url,
-        "clip",
-        connect_timeout=CONNECT_TIMEOUT_S,
-        read_timeout=30.0,
-        failure_threshold=THRESHOLD,
-        reset_after_s=RESET_AFTER_S,
-    ) as client:
+def clock() -> ManualClock:
+    """The remote's breaker's clock: an open circuit waits until the test moves it on."""
+    return ManualClock()
+
+
+@pytest.fixture
+def remote(service: ServiceProcess, clock: ManualClock) -> Iterator[RemoteEncoder]:
+    with breaker_clock(clock):
+        client = RemoteEncoder(
+            service.url,
+            "clip",
+            connect_timeout=CONNECT_TIMEOUT_S,
+            read_timeout=30.0,
+            failure_threshold=THRESHOLD,
+            reset_after_s=RESET_AFTER_S,
+        )
+    with client:
         yield client
 
 
@@ -120,7 +128,7 @@ def test_invalid_image_is_not_a_circuit_failure(remote: RemoteEncoder) -> None:
 
 
 def test_killed_service_opens_the_circuit_and_restart_closes_it(
-    service: ServiceProcess, remote: RemoteEncoder, sample_jpegs: list[Path]
+    service: ServiceProcess, remote: RemoteEncoder, clock: ManualClock, sample_jpegs: list[Path]
 ) -> None:
     blob = sample_jpegs[0].read_bytes()
     remote.encode_image_bytes([blob])  # healthy
@@ -131,13 +139,12 @@ def test_killed_service_opens_the_circuit_and_restart_closes_it(
             remote.encode_image_bytes([blob])
         assert time.perf_counter() - start < CONNECT_TIMEOUT_S + 0.5
     assert remote.breaker.state == "open"
-    start = time.perf_counter()
     with pytest.raises(EncoderUnavailableError, match="circuit is open"):
         remote.encode_image_bytes([blob])
-    assert time.perf_counter() - start < 0.05  # no network attempt at all
+    assert remote.breaker.consecutive_failures == THRESHOLD  # no network attempt at all
 
     service.start()
-    time.sleep(RESET_AFTER_S)
+    clock.advance(RESET_AFTER_S)
     assert remote.breaker.state == "half_open"
     assert remote.encode_image_bytes([blob]).shape == (1, 512)  # the probe succeeds
     assert remote.breaker.state == "closed" and remote.breaker.consecutive_failures == 0
