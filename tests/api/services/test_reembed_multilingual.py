@@ -41,7 +41,7 @@ def test_reembed_to_siglip2_resizes_then_search_falls_back_honestly(
             state.products.upsert(
                 sku, {"name": f"{sku[:-2]} classic", "category": sku[:-2]}, photo.read_bytes()
             )
-        assert client.post("/api/v1/search", json={"text": "hat"}).json()["mode"] == "clip"
+        assert client.post("/api/v1/search", json={"text": "hat"}).json()["mode"] == "clip_text"
 
     done = run_cli(
         "reembed",
