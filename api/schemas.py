@@ -158,7 +158,11 @@ class SearchHit(ProductView):
 
 
 class SearchResponse(BaseModel):
-    mode: str = Field(description="clip, hybrid, mobilenet_fallback or fulltext_fallback")
+    mode: str = Field(
+        description="clip, clip_text (words in CLIP mode that matched a product's SKU, name or text: "
+        "exact SKU, then exact name, then CLIP fused with the text ranking), hybrid, "
+        "mobilenet_fallback or fulltext_fallback"
+    )
     cached: bool
     fallback_reason: str | None = None
     words_used: str | None = Field(

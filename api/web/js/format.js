@@ -36,6 +36,7 @@ export function formatBytes(bytes) {
 
 export const MODE_LABELS = {
   clip: "Visual match",
+  clip_text: "Visual + name match",
   hybrid: "Photo + words",
   mobilenet_fallback: "Basic visual match",
   fulltext_fallback: "Keyword match",

@@ -173,7 +173,10 @@ export class ResultsView {
       badge.textContent = SHOPPER_MODE_NOTES[response.mode];
       badge.title = "Our best visual search is resting, so these results may be a little less precise.";
     } else {
-      badge.title = response.mode === "hybrid" ? "Hybrid: photo and words together" : "CLIP visual search";
+      badge.title = {
+        hybrid: "Hybrid: photo and words together",
+        clip_text: "CLIP visual search, with products whose SKU, name or text match your words ranked in",
+      }[response.mode] || "CLIP visual search";
     }
     status.append(summary, badge);
     status.hidden = false;
