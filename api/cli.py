@@ -8,12 +8,16 @@ import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
+from typing import get_args
 
 from api.db import migrate
 from api.db.engine import Database
 from api.errors import CatalogConfigError, LookalikeError
 from api.settings import MAX_EMBED_LANES, Settings, get_settings
 from encoder.errors import EncoderError
+
+CLIP_RUNTIMES = get_args(Settings.model_fields["clip_runtime"].annotation)
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> None:
@@ -114,8 +118,6 @@ def _lanes(value: str) -> int:
 
 
 def _ingest(args: argparse.Namespace, settings: Settings) -> None:
-    from pathlib import Path
-
     from api.services.encoders import EncoderHub
     from api.services.ingest.bulk import timed_ingest
     from api.services.ingest.sources import file_items, folder_items
@@ -161,7 +163,6 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> None:
 
 def _duplicates(args: argparse.Namespace, settings: Settings) -> None:
     import json
-    from pathlib import Path
 
     from tqdm import tqdm
 
@@ -224,16 +225,20 @@ def _reembed(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _encoder_serve(args: argparse.Namespace, settings: Settings) -> None:
-    from encoder.service import load_encoders, serve
+    """The one way to start the encoder service: flags override the settings (LOOKALIKE_*), so
+    it serves the model, weights, device and runtime the API would use in-process."""
+    from encoder.factory import build_service_encoders
+    from encoder.service import serve
 
-    clip, mobilenet, reasons = load_encoders(
-        clip_model=settings.clip_model,
-        clip_weights=settings.clip_weights_path,
-        random_weights=settings.clip_random_weights,
+    clip, mobilenet, reasons = build_service_encoders(
+        clip_model=None if args.no_clip else args.clip_model or settings.clip_model,
+        clip_weights=args.clip_weights or settings.clip_weights_path,
+        random_weights=args.random_weights or settings.clip_random_weights,
         mobilenet=not args.no_mobilenet,
-        device=settings.device,
-        batch_size=settings.batch_size,
-        clip_runtime=settings.clip_runtime,
+        device=args.device or settings.device,
+        batch_size=args.batch_size or settings.batch_size,
+        clip_runtime=args.clip_runtime or settings.clip_runtime,
+        onnx_cache_dir=args.onnx_cache_dir,
     )
     if clip is None and mobilenet is None:
         raise LookalikeError(f"the encoder service has no model to serve: {reasons}")
@@ -245,6 +250,7 @@ def _encoder_serve(args: argparse.Namespace, settings: Settings) -> None:
         max_upload_bytes=settings.max_upload_bytes,
         max_pixels=settings.max_image_pixels,
         unavailable=reasons,
+        log_level=args.log_level,
     )
 
 
@@ -272,6 +278,27 @@ def build_parser() -> argparse.ArgumentParser:
     encoder_serve.add_argument("--host", default="127.0.0.1")
     encoder_serve.add_argument("--port", type=int, default=8001)
     encoder_serve.add_argument("--no-mobilenet", action="store_true", help="serve CLIP only")
+    encoder_serve.add_argument("--no-clip", action="store_true", help="serve MobileNetV2 only")
+    encoder_serve.add_argument("--clip-model", help="default LOOKALIKE_CLIP_MODEL")
+    encoder_serve.add_argument(
+        "--clip-weights", type=Path, help="local open_clip checkpoint (default LOOKALIKE_CLIP_WEIGHTS_PATH)"
+    )
+    encoder_serve.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="CLIP with seeded random weights, for tests and benchmarks (or LOOKALIKE_CLIP_RANDOM_WEIGHTS)",
+    )
+    encoder_serve.add_argument("--device", help="auto, cpu or cuda (default LOOKALIKE_DEVICE)")
+    encoder_serve.add_argument("--batch-size", type=int, help="default LOOKALIKE_BATCH_SIZE")
+    encoder_serve.add_argument(
+        "--clip-runtime",
+        choices=CLIP_RUNTIMES,
+        help="CPU: torch or ONNX/OpenVINO (default LOOKALIKE_CLIP_RUNTIME)",
+    )
+    encoder_serve.add_argument(
+        "--onnx-cache-dir", type=Path, help="exported ONNX models (default: the user cache dir)"
+    )
+    encoder_serve.add_argument("--log-level", default="info", help="uvicorn's log level")
     encoder_serve.set_defaults(handler=_encoder_serve)
 
     db = commands.add_parser("db", help="database migrations")

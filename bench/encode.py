@@ -118,7 +118,7 @@ def _bench_clip(
         clip = build_clip_encoder(
             DEFAULT_CLIP_MODEL, random_weights=True, device=device, batch_size=batch_size, runtime=runtime
         )
-        served = getattr(clip, "runtime", "torch")
+        served = clip.runtime
         print(f"CLIP on {served} (asked {runtime}): loaded in {time.perf_counter() - start:.1f} s")
         if served in encoders:
             print(f"  ({runtime} fell back to {served}, already measured: skipped)")
@@ -133,7 +133,7 @@ def _bench_clip(
         singles = _round_robin(encoders, one, repeats, device)
         batches = _round_robin(encoders, many, max(2, repeats // 5), device)
         for served, clip in encoders.items():
-            tower = getattr(clip, "text_runtime", served) if kind == "text" else served
+            tower = clip.text_runtime if kind == "text" else served
             _report(f"CLIP ViT-B-32 {kind} {tower}", singles[served], batches[served], batch_size)
 
 
@@ -147,7 +147,7 @@ class PlainOpenClip:
     runtime = text_runtime = "eager"
 
     def __init__(self, device: str) -> None:
-        from encoder.clip import RANDOM_WEIGHTS_SEED
+        from encoder.clip_model import RANDOM_WEIGHTS_SEED
 
         arch = clip_spec(DEFAULT_CLIP_MODEL).arch
         with torch.random.fork_rng(devices=[]):

@@ -11,12 +11,14 @@ from __future__ import annotations
 import io
 import itertools
 import threading
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import httpx
 import numpy as np
 from PIL import Image
 
+from encoder.base import EncoderDescription
 from encoder.circuit import CircuitBreaker
 from encoder.errors import EncoderError, EncoderUnavailableError, InvalidImageError
 
@@ -53,7 +55,7 @@ class _InstanceFailed(EncoderUnavailableError):
     """One instance failed (transport error or 5xx): another instance may still serve the call."""
 
 
-class _PoolBreaker:
+class PoolBreaker:
     """The pool seen as one breaker (what callers that know one service look at): closed while
     any instance is closed, half-open while one may be probed, open only when all are."""
 
@@ -128,8 +130,8 @@ class RemoteEncoder:
         self.expected_model = expected_model
         self.max_files_per_request = max_files_per_request
         # One instance: its own breaker, as before; several: the pool's view of theirs.
-        self.breaker: CircuitBreaker | _PoolBreaker = (
-            self.instances[0].breaker if len(self.instances) == 1 else _PoolBreaker(self.instances)
+        self.breaker: CircuitBreaker | PoolBreaker = (
+            self.instances[0].breaker if len(self.instances) == 1 else PoolBreaker(self.instances)
         )
         self._lock = threading.Lock()
         self._turn = itertools.count()
@@ -169,6 +171,21 @@ class RemoteEncoder:
             return self._empty()
         payload = self._call("POST", "/embed/texts", params={"model": self.model}, json=list(texts))
         return _rows(payload)
+
+    def encode_uploads(self, blobs: Sequence[bytes], images: Sequence[Image.Image]) -> np.ndarray:
+        """The original bytes: the service decodes them itself, so nothing is re-encoded here."""
+        return self.encode_image_bytes(list(blobs))
+
+    def description(self) -> EncoderDescription:
+        info = self.info()
+        return EncoderDescription(
+            model_id=str(info["model_id"]),
+            dim=int(info["dim"]),
+            device=f"remote:{info['device']}",
+            weights_source=str(info.get("weights_source", "unknown")),
+            supports_texts=self.supports_texts,
+            batch_size=info.get("batch_size"),
+        )
 
     # --- extras --------------------------------------------------------------------------
 

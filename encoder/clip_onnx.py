@@ -19,6 +19,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -103,15 +104,7 @@ class OnnxClipEncoder(ClipEncoder):
         text_runtime: str,
         artifacts: Path,
     ) -> None:
-        super().__init__(
-            base.spec,
-            base._model,
-            base._preprocess,
-            base._tokenizer,
-            device=base.device,
-            batch_size=base.batch_size,
-            weights_source=base.weights_source,
-        )
+        super().__init__(base.loaded, batch_size=base.batch_size)
         self.runtime = runtime
         """``onnx-int8`` or ``onnx``: which image tower actually serves (auto resolves to one of them)."""
         self.text_runtime = text_runtime
@@ -130,69 +123,76 @@ class OnnxClipEncoder(ClipEncoder):
         return trim_tokens(super()._text_batch(texts))
 
 
-def accelerate(
-    base: ClipEncoder, runtime: str, *, cache_dir: Path | None, weights_key: str
-) -> ClipEncoder | OnnxClipEncoder:
-    """``base`` on the requested runtime, or ``base`` itself with the reason logged."""
-    if runtime not in RUNTIMES:
-        raise ValueError(f"unknown CLIP runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
-    if runtime == "torch":
-        return base
-    if base.device != "cpu":
-        if runtime != "auto":
-            log.warning("CLIP runtime %s is CPU-only; using torch on %s", runtime, base.device)
-        return base
-    try:
-        if runtime.startswith("openvino"):
-            from encoder.openvino_clip import build_openvino
+@dataclass(frozen=True)
+class Probe:
+    """The fixed probe every exported tower must match before it serves, and the folder its
+    model's artifacts live in (one per weights: see :func:`_cache_key`). Shared with
+    :mod:`encoder.openvino_clip`, which compiles the same files."""
 
-            fast = build_openvino(base, runtime, cache_dir or default_cache_dir(), weights_key)
-        else:
-            fast = _build(base, runtime, cache_dir or default_cache_dir(), weights_key)
-    except Exception as exc:  # never crash the service over an optimisation
-        log.warning("CLIP runtime %s unavailable, using torch fp32: %s", runtime, exc)
-        return base
-    log.info(
-        "CLIP %s runs on %s, text on %s (artifacts in %s)",
-        base.model_id, fast.runtime, fast.text_runtime, fast.artifacts,
-    )  # fmt: skip
-    return fast
+    model: torch.nn.Module
+    folder: Path
+    pixels: torch.Tensor
+    tokens: torch.Tensor
+    want_image: np.ndarray
+    want_text: np.ndarray
+
+    @property
+    def image_size(self) -> int:
+        return int(self.pixels.shape[-1])
+
+    def export_text(self, path: Path) -> None:
+        export_text(self.model, path)
+
+    def export_visual(self, path: Path) -> None:
+        export_visual(self.model, self.image_size, path)
+
+    def text_parity(self, session: TowerSession) -> float:
+        return _min_cosine(_probe_texts(session, self.tokens), self.want_text)
+
+    def image_parity(self, session: TowerSession) -> float:
+        return _min_cosine(_run(session, "pixels", self.pixels).numpy(), self.want_image)
 
 
-def _build(base: ClipEncoder, runtime: str, cache_dir: Path, weights_key: str) -> OnnxClipEncoder:
-    import onnxruntime  # noqa: F401 -- fail here, with the reason logged, if it is missing
-
-    model = base._model
+def prepare_probe(base: ClipEncoder, cache_dir: Path) -> Probe:
+    """Check ``base`` can be exported, and get the torch reference (cached beside the artifacts)."""
+    model = base.loaded.model
     why_not = text_trimmable(model)
     if why_not is not None:
         raise EncoderUnavailableError(why_not)
-    folder = cache_dir / _cache_key(base.model_id, weights_key)
-    probe_pixels = _probe_pixels(base)
-    probe_tokens = base._tokenizer(PROBE_TEXTS)
-    want_image, want_text = _reference(folder / "probe-reference.npz", model, probe_pixels, probe_tokens)
-    image_size = probe_pixels.shape[-1]
-    text_runtime, text = _tower(
-        folder,
+    folder = cache_dir / _cache_key(base.model_id, base.loaded.weights_key)
+    pixels = _probe_pixels(base)
+    tokens = base.loaded.tokenizer(PROBE_TEXTS)
+    want_image, want_text = _reference(folder / "probe-reference.npz", model, pixels, tokens)
+    return Probe(model, folder, pixels, tokens, want_image, want_text)
+
+
+def build_onnx(base: ClipEncoder, runtime: str, cache_dir: Path) -> OnnxClipEncoder:
+    """``base`` with both forward passes on ONNX Runtime ``runtime``; raises when it cannot serve."""
+    import onnxruntime  # noqa: F401 -- fail here, with the reason logged, if it is missing
+
+    probe = prepare_probe(base, cache_dir)
+    text_runtime, text = select_tower(
+        probe.folder,
         "text",
         ["onnx-int8", "onnx"] if runtime in ("auto", "onnx-int8") else ["onnx"],
-        lambda path: export_text(model, path),
+        probe.export_text,
         quantize_text_int8,
-        lambda s: _min_cosine(_probe_texts(s, probe_tokens), want_text),
+        probe.text_parity,
     )
-    image_runtime, visual = _tower(
-        folder,
+    image_runtime, visual = select_tower(
+        probe.folder,
         "visual",
         ["onnx-int8", "onnx"] if runtime == "auto" else [runtime],
-        lambda path: export_visual(model, image_size, path),
+        probe.export_visual,
         quantize_visual_int8,
-        lambda s: _min_cosine(_run(s, "pixels", probe_pixels).numpy(), want_image),
+        probe.image_parity,
     )
     return OnnxClipEncoder(
-        base, visual, text, runtime=image_runtime, text_runtime=text_runtime, artifacts=folder
+        base, visual, text, runtime=image_runtime, text_runtime=text_runtime, artifacts=probe.folder
     )
 
 
-def _tower(
+def select_tower(
     folder: Path,
     tower: str,
     order: list[str],
@@ -343,7 +343,7 @@ def _probe_pixels(base: ClipEncoder) -> torch.Tensor:
         smooth = np.asarray(coarse.resize(size, Image.Resampling.BICUBIC), dtype=np.int16)
         grain = rng.randint(-12, 13, smooth.shape, dtype=np.int16)
         images.append(Image.fromarray(np.clip(smooth + grain, 0, 255).astype(np.uint8)))
-    return base._image_batch(images)
+    return base.preprocess_images(images)
 
 
 def _cache_key(model_id: str, weights_key: str) -> str:

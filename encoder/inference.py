@@ -17,7 +17,9 @@ from typing import TypeVar
 
 import numpy as np
 import torch
+from PIL import Image
 
+from encoder.base import EncoderDescription, QueueStats
 from encoder.devices import is_cuda
 
 T = TypeVar("T")
@@ -32,15 +34,6 @@ batch size and a query never waits behind a long pass."""
 def pass_rows(device: str, batch_size: int) -> int:
     """The ``max_rows`` of an encoder's forward queues on ``device``."""
     return max(batch_size, GPU_PASS_ROWS) if is_cuda(device) else batch_size
-
-
-@dataclass
-class QueueStats:
-    passes: int = 0
-    rows: int = 0
-    merged_calls: int = 0
-    """Calls that rode along in a pass another call started."""
-    largest_pass: int = 0
 
 
 @dataclass
@@ -161,3 +154,53 @@ def encode_in_batches(
         return np.zeros((0, dim), dtype=np.float32)
     chunks = [run(to_tensor(items[start : start + batch_size])) for start in range(0, len(items), batch_size)]
     return np.ascontiguousarray(np.concatenate(chunks), dtype=np.float32)
+
+
+class InProcessEncoder:
+    """What CLIP and MobileNetV2 share as :class:`encoder.base.Encoder`: images through the model's
+    own preprocessing and forward queue, and a description of it all. Subclasses set the
+    attributes below and ``preprocess_images``; an image-only model leaves ``text_queue`` None."""
+
+    model_id: str
+    dim: int
+    device: str
+    batch_size: int
+    weights_source: str
+    supports_texts: bool
+    decode_size: int | None
+    preprocess_on: str
+    image_queue: ForwardQueue
+    text_queue: ForwardQueue | None = None
+    runtime: str | None = None
+    """How the forward passes run, where there is a choice (CLIP's runtimes); None: torch only."""
+    text_runtime: str | None = None
+
+    def preprocess_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def encode_images(self, images: list[Image.Image]) -> np.ndarray:
+        return encode_in_batches(
+            images,
+            batch_size=self.batch_size,
+            dim=self.dim,
+            to_tensor=self.preprocess_images,
+            run=self.image_queue,
+        )
+
+    def encode_uploads(self, blobs: Sequence[bytes], images: Sequence[Image.Image]) -> np.ndarray:
+        return self.encode_images(list(images))
+
+    def description(self) -> EncoderDescription:
+        queues = {"image": self.image_queue, "text": self.text_queue}
+        return EncoderDescription(
+            model_id=self.model_id,
+            dim=self.dim,
+            device=self.device,
+            weights_source=self.weights_source,
+            supports_texts=self.supports_texts,
+            batch_size=self.batch_size,
+            runtime=self.runtime,
+            text_runtime=self.text_runtime,
+            preprocess_on=self.preprocess_on,
+            forward_passes={kind: queue.stats for kind, queue in queues.items() if queue is not None},
+        )

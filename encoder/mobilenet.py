@@ -8,7 +8,7 @@ input -- because that layer keeps visual similarity that the 1000 ImageNet logit
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -17,7 +17,7 @@ from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
 
 from encoder.devices import configure_cpu_threads, gpu_mode_for, resolve_device
 from encoder.errors import EncoderUnavailableError
-from encoder.inference import ForwardQueue, encode_in_batches, pass_rows
+from encoder.inference import ForwardQueue, InProcessEncoder, pass_rows
 from encoder.install_weights import hub_checkpoint_path, install_mobilenet_weights
 from encoder.netcheck import host_reachable
 from encoder.registry import MOBILENET_DIM, MOBILENET_MODEL_ID
@@ -26,7 +26,7 @@ from encoder.tensor_transforms import ImageBatches
 WEIGHTS = MobileNet_V2_Weights.IMAGENET1K_V1
 
 
-class MobileNetEncoder:
+class MobileNetEncoder(InProcessEncoder):
     """torchvision's MobileNetV2 with exactly ``WEIGHTS.transforms()`` as preprocessing."""
 
     def __init__(
@@ -52,14 +52,8 @@ class MobileNetEncoder:
             lock=threading.Lock(),
         )
 
-    def encode_images(self, images: list[Image.Image]) -> np.ndarray:
-        return encode_in_batches(
-            images,
-            batch_size=self.batch_size,
-            dim=self.dim,
-            to_tensor=self._image_batches,
-            run=self.image_queue,
-        )
+    def preprocess_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        return self._image_batches(images)
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         raise NotImplementedError("MobileNetV2 is an image-only model; text search needs CLIP")

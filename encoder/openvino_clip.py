@@ -31,19 +31,8 @@ import numpy as np
 import torch
 
 from encoder.clip import ClipEncoder
-from encoder.clip_onnx import (
-    PROBE_TEXTS,
-    OnnxClipEncoder,
-    _cache_key,
-    _min_cosine,
-    _probe_pixels,
-    _probe_texts,
-    _reference,
-    _run,
-    _tower,
-)
-from encoder.errors import EncoderUnavailableError
-from encoder.onnx_export import export_text, export_visual, quantize_blockwise_int8, text_trimmable
+from encoder.clip_onnx import OnnxClipEncoder, prepare_probe, select_tower
+from encoder.onnx_export import quantize_blockwise_int8
 
 PRECISION = {"openvino": "f32", "openvino-bf16": "bf16", "openvino-int8": "f32"}
 """OpenVINO's ``INFERENCE_PRECISION_HINT`` per runtime (int8 weights still do fp32 elsewhere)."""
@@ -87,50 +76,42 @@ def compile_tower(path: Path, precision: str, blob_cache: Path) -> OpenVinoSessi
     return OpenVinoSession(core.compile_model(str(path), "CPU", config))
 
 
-def build_openvino(base: ClipEncoder, runtime: str, cache_dir: Path, weights_key: str) -> OnnxClipEncoder:
+def build_openvino(base: ClipEncoder, runtime: str, cache_dir: Path) -> OnnxClipEncoder:
     """``base`` with both forward passes on OpenVINO ``runtime``; raises when it cannot serve."""
     if runtime not in PRECISION:
         raise ValueError(f"unknown OpenVINO runtime {runtime!r}; use one of {', '.join(PRECISION)}")
     import openvino  # noqa: F401 -- fail here, with the reason logged, if it is missing
 
-    model = base._model
-    why_not = text_trimmable(model)
-    if why_not is not None:
-        raise EncoderUnavailableError(why_not)
-    folder = cache_dir / _cache_key(base.model_id, weights_key)
-    probe_pixels = _probe_pixels(base)
-    probe_tokens = base._tokenizer(PROBE_TEXTS)
-    want_image, want_text = _reference(folder / "probe-reference.npz", model, probe_pixels, probe_tokens)
-    image_size = probe_pixels.shape[-1]
-    blobs = folder / "openvino-blobs"
+    probe = prepare_probe(base, cache_dir)
+    blobs = probe.folder / "openvino-blobs"
 
     def open_session(path: Path) -> OpenVinoSession:
         return compile_tower(path, PRECISION[runtime], blobs)
 
     int8, fp32 = ("openvino-int8", "openvino") if runtime != "openvino-bf16" else ("-", runtime)
-    text_runtime, text = _tower(
-        folder,
+    text_runtime, text = select_tower(
+        probe.folder,
         "text",
         [int8, fp32] if runtime == "openvino-int8" else [fp32],
-        lambda path: export_text(model, path),
+        probe.export_text,
         quantize_blockwise_int8,  # the same file as ONNX Runtime's int8 text tower
-        lambda s: _min_cosine(_probe_texts(s, probe_tokens), want_text),
+        probe.text_parity,
         open_session=open_session,
         names=(int8, fp32),
         runtime_tag=f".{runtime}",
     )
-    image_runtime, visual = _tower(
-        folder,
+    image_runtime, visual = select_tower(
+        probe.folder,
         "visual",
         [runtime],
-        lambda path: export_visual(model, image_size, path),
+        probe.export_visual,
         quantize_blockwise_int8,
-        lambda s: _min_cosine(_run(s, "pixels", probe_pixels).numpy(), want_image),
+        probe.image_parity,
         open_session=open_session,
         int8_name="int8-blockwise",
         names=(int8, fp32),
         runtime_tag=f".{runtime}",
     )
     return OnnxClipEncoder(
-        base, visual, text, runtime=image_runtime, text_runtime=text_runtime, artifacts=folder
+        base, visual, text, runtime=image_runtime, text_runtime=text_runtime, artifacts=probe.folder
     )

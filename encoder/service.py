@@ -1,20 +1,17 @@
 """The standalone encoder service: models behind HTTP, so several API processes share one GPU.
 
-Run it with ``python -m encoder.service --port 8001`` (or ``lookalike encoder serve``) and
-point ``LOOKALIKE_ENCODER_URL`` at it; :class:`encoder.client.RemoteEncoder` is its client.
-Concurrent requests for the same model are coalesced into micro-batches.
+Run it with ``lookalike encoder serve --port 8001`` (its flags default to the API's settings)
+and point ``LOOKALIKE_ENCODER_URL`` at it; :class:`encoder.client.RemoteEncoder` is its client.
+Concurrent requests for the same model share forward passes through the encoders' own
+:class:`encoder.inference.ForwardQueue`, which merges whatever queued behind a running pass and
+never holds a lone request back; the service adds no batching layer of its own.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import logging
-import sys
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import asdict
-from pathlib import Path
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,13 +20,9 @@ from fastapi.responses import JSONResponse
 from PIL import Image
 from starlette.datastructures import UploadFile
 
-from encoder.base import Encoder
-from encoder.batcher import MicroBatcher
+from encoder.base import Encoder, QueueStats
 from encoder.errors import EncoderUnavailableError, InvalidImageError
 from encoder.images import decode_image
-from encoder.registry import DEFAULT_CLIP_MODEL
-
-log = logging.getLogger("lookalike.encoder.service")
 
 MODELS = ("clip", "mobilenet")
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
@@ -43,42 +36,74 @@ def error_response(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
 
 
-def supports_texts(encoder: Encoder) -> bool:
-    return bool(getattr(encoder, "supports_texts", True))
+@dataclass
+class LaneStats:
+    """Requests of one input kind, and the forward passes they (and any other caller) ran."""
+
+    requests: int = 0
+    items: int = 0
+    queue: QueueStats | None = None
+    """The encoder's forward queue for this kind (None: the model has none, e.g. MobileNet texts)."""
+
+    @property
+    def forward_passes(self) -> int:
+        return self.queue.passes if self.queue is not None else 0
+
+    @property
+    def largest_batch(self) -> int:
+        return self.queue.largest_pass if self.queue is not None else 0
+
+    def as_dict(self) -> dict[str, int]:
+        counts = {"requests": self.requests, "items": self.items}
+        return {**counts, "forward_passes": self.forward_passes, "largest_batch": self.largest_batch}
+
+
+class _Lane:
+    """One input kind of a model: its encode runs on a worker thread, so the event loop keeps
+    accepting uploads, and concurrent calls meet in the encoder's forward queue."""
+
+    def __init__(self, encode: Callable[[list[Any]], np.ndarray], queue: QueueStats | None) -> None:
+        self._encode = encode
+        self.stats = LaneStats(queue=queue)
+
+    async def submit(self, items: Sequence[Any]) -> np.ndarray:
+        self.stats.requests += 1
+        self.stats.items += len(items)
+        return await asyncio.to_thread(self._encode, list(items))
 
 
 class _ModelSlot:
-    """A loaded encoder with its image and text batchers (or the reason it is missing)."""
+    """A loaded encoder with its image and text lanes (or the reason it is missing)."""
 
-    def __init__(self, encoder: Encoder | None, reason: str | None, max_wait_s: float) -> None:
+    def __init__(self, encoder: Encoder | None, reason: str | None) -> None:
         self.encoder = encoder
         self.reason = reason
-        batch = int(getattr(encoder, "batch_size", 32))
-        self.images: MicroBatcher[Image.Image] | None = None
-        self.texts: MicroBatcher[str] | None = None
+        self.images: _Lane | None = None
+        self.texts: _Lane | None = None
         if encoder is not None:
-            self.images = MicroBatcher(encoder.encode_images, max_batch=batch, max_wait_s=max_wait_s)
-            self.texts = MicroBatcher(encoder.encode_texts, max_batch=batch, max_wait_s=max_wait_s)
+            queues = encoder.description().forward_passes
+            self.images = _Lane(encoder.encode_images, queues.get("image"))
+            self.texts = _Lane(encoder.encode_texts, queues.get("text"))
 
     def describe(self) -> dict[str, Any]:
         if self.encoder is None:
             return {"available": False, "reason": self.reason or "not loaded"}
-        enc = self.encoder
+        described = self.encoder.description()
         return {
             "available": True,
-            "model_id": enc.model_id,
-            "dim": enc.dim,
-            "device": enc.device,
-            "weights_source": getattr(enc, "weights_source", "unknown"),
-            "supports_texts": supports_texts(enc),
-            "batch_size": getattr(enc, "batch_size", None),
+            "model_id": described.model_id,
+            "dim": described.dim,
+            "device": described.device,
+            "weights_source": described.weights_source,
+            "supports_texts": described.supports_texts,
+            "batch_size": described.batch_size,
         }
 
     def stats(self) -> dict[str, Any]:
         return {
-            kind: asdict(batcher.stats)
-            for kind, batcher in (("images", self.images), ("texts", self.texts))
-            if batcher is not None
+            kind: lane.stats.as_dict()
+            for kind, lane in (("images", self.images), ("texts", self.texts))
+            if lane is not None
         }
 
 
@@ -89,29 +114,19 @@ def create_app(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     *,
     max_files: int = DEFAULT_MAX_FILES,
-    max_wait_s: float = 0.005,
     unavailable: dict[str, str] | None = None,
 ) -> FastAPI:
     """Build the app around already-loaded encoders (either may be None: reported by /health).
 
     ``unavailable`` carries the load-failure reason per model name so /health can say why.
-    Batching counters live on ``app.state.slots[name].images.stats`` and in /health.
+    Request and forward-pass counters live on ``app.state.slots[name].images.stats`` and in /health.
     """
     reasons = unavailable or {}
     slots = {
-        "clip": _ModelSlot(clip, reasons.get("clip"), max_wait_s),
-        "mobilenet": _ModelSlot(mobilenet, reasons.get("mobilenet"), max_wait_s),
+        "clip": _ModelSlot(clip, reasons.get("clip")),
+        "mobilenet": _ModelSlot(mobilenet, reasons.get("mobilenet")),
     }
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        for slot in slots.values():
-            for batcher in (slot.images, slot.texts):
-                if batcher is not None:
-                    await batcher.close()
-
-    app = FastAPI(title="Lookalike encoder service", version="1", lifespan=lifespan)
+    app = FastAPI(title="Lookalike encoder service", version="1")
     app.state.slots = slots
 
     def pick(name: str) -> _ModelSlot | JSONResponse:
@@ -159,9 +174,10 @@ def create_app(
         finally:
             await form.close()
         assert picked.encoder is not None and picked.images is not None
-        decode_size = getattr(picked.encoder, "decode_size", None)
         try:
-            images = await asyncio.to_thread(_decode_all, payloads, uploads, max_pixels, decode_size)
+            images = await asyncio.to_thread(
+                _decode_all, payloads, uploads, max_pixels, picked.encoder.decode_size
+            )
         except InvalidImageError as exc:
             status = 413 if exc.code in _TOO_LARGE_CODES else 422
             return error_response(status, exc.code, exc.message)
@@ -174,7 +190,7 @@ def create_app(
         if isinstance(picked, JSONResponse):
             return picked
         assert picked.encoder is not None
-        if not supports_texts(picked.encoder):
+        if not picked.encoder.supports_texts:
             return error_response(400, "texts_not_supported", f"{model} is an image-only model")
         try:
             body = await request.json()
@@ -189,13 +205,13 @@ def create_app(
     return app
 
 
-async def _encode(slot: _ModelSlot, batcher: MicroBatcher[Any], items: Sequence[Any]) -> JSONResponse:
+async def _encode(slot: _ModelSlot, lane: _Lane, items: Sequence[Any]) -> JSONResponse:
     assert slot.encoder is not None
     if not items:
         rows = np.zeros((0, slot.encoder.dim), dtype=np.float32)
     else:
         try:
-            rows = await batcher.submit(items)
+            rows = await lane.submit(items)
         except InvalidImageError as exc:
             return error_response(422, exc.code, exc.message)
         except EncoderUnavailableError as exc:
@@ -237,104 +253,3 @@ def serve(
 
     app = create_app(clip, mobilenet, max_upload_bytes, max_pixels, unavailable=unavailable)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
-
-
-def load_encoders(
-    *,
-    clip_model: str | None,
-    clip_weights: Path | None,
-    random_weights: bool,
-    mobilenet: bool,
-    device: str,
-    batch_size: int,
-    clip_runtime: str = "torch",
-    onnx_cache_dir: Path | None = None,
-) -> tuple[Encoder | None, Encoder | None, dict[str, str]]:
-    """Load what was asked for; a model that cannot load is reported, not fatal."""
-    from encoder.factory import build_clip_encoder, build_mobilenet_encoder
-
-    reasons: dict[str, str] = {}
-    clip: Encoder | None = None
-    mobile: Encoder | None = None
-    if clip_model is None:
-        reasons["clip"] = "disabled"
-    else:
-        try:
-            clip = build_clip_encoder(
-                clip_model,
-                weights_path=clip_weights,
-                random_weights=random_weights,
-                device=device,
-                batch_size=batch_size,
-                runtime=clip_runtime,
-                onnx_cache_dir=onnx_cache_dir,
-            )
-        except EncoderUnavailableError as exc:
-            reasons["clip"] = str(exc)
-            log.error("CLIP unavailable: %s", exc)
-    if not mobilenet:
-        reasons["mobilenet"] = "disabled"
-    else:
-        try:
-            mobile = build_mobilenet_encoder(device=device, batch_size=batch_size)
-        except EncoderUnavailableError as exc:
-            reasons["mobilenet"] = str(exc)
-            log.error("MobileNet unavailable: %s", exc)
-    return clip, mobile, reasons
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m encoder.service", description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8001)
-    parser.add_argument("--clip-model", default=DEFAULT_CLIP_MODEL)
-    parser.add_argument("--clip-weights", type=Path, default=None, help="local open_clip checkpoint")
-    parser.add_argument(
-        "--random-weights", action="store_true", help="CLIP with seeded random weights (tests, benchmarks)"
-    )
-    parser.add_argument("--no-clip", action="store_true")
-    parser.add_argument("--no-mobilenet", action="store_true")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument(
-        "--clip-runtime",
-        default="torch",
-        choices=["auto", "torch", "onnx", "onnx-int8"],
-        help="CPU: run CLIP on ONNX Runtime (auto: the fastest path within cosine 0.999 of torch fp32)",
-    )
-    parser.add_argument(
-        "--onnx-cache-dir", type=Path, default=None, help="exported ONNX models (default: user cache)"
-    )
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--max-upload-bytes", type=int, default=DEFAULT_MAX_UPLOAD_BYTES)
-    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS)
-    parser.add_argument("--log-level", default="info")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper())
-    clip, mobile, reasons = load_encoders(
-        clip_model=None if args.no_clip else args.clip_model,
-        clip_weights=args.clip_weights,
-        random_weights=args.random_weights,
-        mobilenet=not args.no_mobilenet,
-        device=args.device,
-        batch_size=args.batch_size,
-        clip_runtime=args.clip_runtime,
-        onnx_cache_dir=args.onnx_cache_dir,
-    )
-    if clip is None and mobile is None:
-        log.error("no model could be loaded: %s", reasons)
-        return 1
-    serve(
-        args.host,
-        args.port,
-        clip,
-        mobile,
-        max_upload_bytes=args.max_upload_bytes,
-        max_pixels=args.max_pixels,
-        unavailable=reasons,
-        log_level=args.log_level,
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

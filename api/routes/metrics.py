@@ -56,11 +56,7 @@ def _pools(state: AppState) -> None:
 
 
 def _circuits(state: AppState) -> None:
-    remote = getattr(state.hub, "_remote", None)
-    if remote is None:
-        return
-    breakers = remote.breakers() if hasattr(remote, "breakers") else {remote.base_url: remote.breaker}
-    for instance, breaker in breakers.items():
+    for instance, breaker in state.hub.circuits().items():
         m.CIRCUIT_STATE.labels(instance).set(_CIRCUIT_VALUE.get(breaker.state, 2))
 
 

@@ -10,7 +10,6 @@ from PIL import Image
 
 from api.db.products import Embeddings
 from api.services.encoders import EncoderHub, stored_model_id
-from encoder.client import RemoteEncoder
 from encoder.errors import EncoderUnavailableError, InvalidImageError
 from encoder.images import decode_image
 
@@ -35,8 +34,9 @@ def embed_images(
             decoded.append(exc)
     good = [i for i, item in enumerate(decoded) if isinstance(item, Image.Image)]
     images = [decoded[i] for i in good]
-    clip_vectors, clip_model = _encode_or_none(hub, "clip", images, [blobs[i] for i in good])
-    fallback_vectors, fallback_model = _encode_or_none(hub, "mobilenet", images, [])
+    raw = [blobs[i] for i in good]
+    clip_vectors, clip_model = _encode_or_none(hub, "clip", images, raw)
+    fallback_vectors, fallback_model = _encode_or_none(hub, "mobilenet", images, raw)
     if good and clip_vectors is None and fallback_vectors is None:
         raise EncoderUnavailableError("neither CLIP nor the MobileNetV2 fallback can encode images right now")
 
@@ -66,9 +66,6 @@ def _encode_or_none(
         return None, None
     try:
         encoder = hub.clip() if which == "clip" else hub.mobilenet()
-        if isinstance(encoder, RemoteEncoder):
-            # The service decodes the original bytes itself: no lossless re-encode on our side.
-            return encoder.encode_image_bytes(raw), stored_model_id(encoder)
-        return encoder.encode_images(images), stored_model_id(encoder)
+        return encoder.encode_uploads(raw, images), stored_model_id(encoder)
     except EncoderUnavailableError:
         return None, None

@@ -11,15 +11,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from api.settings import Settings
-from encoder.base import Encoder
-from encoder.client import RemoteEncoder
+from encoder.base import Encoder, EncoderDescription
 from encoder.errors import EncoderUnavailableError
-from encoder.factory import build_clip_encoder, build_mobilenet_encoder
+from encoder.factory import build_clip_encoder, build_mobilenet_encoder, build_remote_encoder
 from encoder.registry import MOBILENET_MODEL_ID
+
+if TYPE_CHECKING:
+    from encoder.circuit import CircuitBreaker
+    from encoder.client import PoolBreaker, RemoteEncoder
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +32,7 @@ RANDOM_SUFFIX = "@random"
 
 def stored_model_id(encoder: Encoder) -> str:
     """The model id written beside a vector this encoder made."""
-    random = getattr(encoder, "weights_source", "") == "random"
-    return encoder.model_id + (RANDOM_SUFFIX if random else "")
+    return encoder.model_id + (RANDOM_SUFFIX if encoder.weights_source == "random" else "")
 
 
 class EncoderHub:
@@ -46,15 +47,12 @@ class EncoderHub:
         self._mobilenet_reason: str | None = None
         self._remote: RemoteEncoder | None = None
         if settings.encoder_url:
-            self._remote = RemoteEncoder(
+            self._remote = build_remote_encoder(
                 settings.encoder_url,
                 "clip",
-                connect_timeout=min(1.0, settings.encoder_timeout_s),
-                read_timeout=settings.encoder_timeout_s,
+                timeout_s=settings.encoder_timeout_s,
                 failure_threshold=settings.encoder_circuit_failures,
                 reset_after_s=settings.encoder_circuit_reset_s,
-                # Each health probe re-reads the model of every instance; one serving another
-                # model is left out (encoder.client), so its vectors never meet the catalog's.
                 expected_model=settings.clip_model,
             )
 
@@ -78,7 +76,7 @@ class EncoderHub:
                 runtime=self.settings.clip_runtime,
             )
             self._clip_reason = None
-            runtime = getattr(self._clip, "runtime", "torch")
+            runtime = self._clip.description().runtime
             log.info("CLIP %s ready on %s (%s)", self._clip.model_id, self._clip.device, runtime)
         except EncoderUnavailableError as exc:
             self._clip, self._clip_reason = None, str(exc)
@@ -146,8 +144,14 @@ class EncoderHub:
     @property
     def decode_size(self) -> int:
         """Shortest side any of our models resizes to; JPEG decoding may draft down to it."""
-        sizes = [getattr(e, "decode_size", None) for e in (self._clip, self._mobilenet) if e is not None]
+        sizes = [e.decode_size for e in (self._clip, self._mobilenet) if e is not None]
         return max([s for s in sizes if s] or [256])
+
+    def circuits(self) -> dict[str, CircuitBreaker | PoolBreaker]:
+        """The encoder service's circuit by its URL(s) (for /metrics); empty when CLIP is in-process."""
+        if self._remote is None:
+            return {}
+        return {self._remote.base_url: self._remote.breaker}
 
     def health(self) -> dict[str, Any]:
         return {"clip": self._clip_health(), "fallback_encoder": self._mobilenet_health()}
@@ -182,42 +186,30 @@ class EncoderHub:
             }
         if self._clip is None:
             return {"status": "down", "model": self.clip_model_id, "reason": self._clip_reason}
-        return {
-            "status": "ok",
-            "model": self._clip.model_id,
-            "dim": self._clip.dim,
-            "device": self._clip.device,
-            "weights": getattr(self._clip, "weights_source", "unknown"),
-            "runtime": {
-                "image": getattr(self._clip, "runtime", "torch"),
-                "text": getattr(self._clip, "text_runtime", "torch"),
-            },
-            "preprocess_on": getattr(self._clip, "preprocess_on", "pillow"),
-            "forward_passes": _queue_stats(self._clip, "image_queue", "text_queue"),
-        }
+        return _local_health(self._clip.description())
 
     def _mobilenet_health(self) -> dict[str, Any]:
         if self._mobilenet is None:
             return {"status": "down", "reason": self._mobilenet_reason}
-        return {
-            "status": "ok",
-            "model": self._mobilenet.model_id,
-            "dim": self._mobilenet.dim,
-            "device": self._mobilenet.device,
-            "weights": getattr(self._mobilenet, "weights_source", "unknown"),
-            "preprocess_on": getattr(self._mobilenet, "preprocess_on", "pillow"),
-            "forward_passes": _queue_stats(self._mobilenet, "image_queue"),
-        }
+        return _local_health(self._mobilenet.description())
 
     def close(self) -> None:
         if self._remote is not None:
             self._remote.close()
 
 
-def _queue_stats(encoder: Encoder, *names: str) -> dict[str, Any]:
-    """Passes run and calls merged into another's pass, per input kind (see encoder.inference)."""
-    return {
-        name.removesuffix("_queue"): asdict(queue.stats)
-        for name in names
-        if (queue := getattr(encoder, name, None)) is not None
+def _local_health(described: EncoderDescription) -> dict[str, Any]:
+    """An in-process encoder's health entry; ``forward_passes``: passes run and calls merged into
+    another's pass, per input kind (see encoder.inference)."""
+    health: dict[str, Any] = {
+        "status": "ok",
+        "model": described.model_id,
+        "dim": described.dim,
+        "device": described.device,
+        "weights": described.weights_source,
     }
+    if described.runtime is not None:
+        health["runtime"] = {"image": described.runtime, "text": described.text_runtime}
+    health["preprocess_on"] = described.preprocess_on
+    health["forward_passes"] = described.forward_pass_stats()
+    return health

@@ -46,7 +46,6 @@ from api.services.encoders import EncoderHub, stored_model_id
 from api.services.metrics import Metrics, StageTimer
 from api.services.products import not_found
 from api.settings import Settings
-from encoder.client import RemoteEncoder
 from encoder.errors import EncoderUnavailableError
 from encoder.images import decode_image
 
@@ -362,9 +361,7 @@ class SearchService:
         def compute() -> np.ndarray:
             pixels = image.decoded()  # also validates: a bad upload is a 4xx, never an encoder failure
             with timer.stage("encode"):
-                if isinstance(encoder, RemoteEncoder):
-                    return encoder.encode_image_bytes([image.data])[0]
-                return encoder.encode_images([pixels])[0]
+                return encoder.encode_uploads([image.data], [pixels])[0]
 
         return self._cached_vector(self._key("emb", model_id, "img", image.sha), compute)
 

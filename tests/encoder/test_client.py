@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from encoder.client import RemoteEncoder
 from encoder.clip import ClipEncoder
 from encoder.errors import EncoderUnavailableError, InvalidImageError
 from encoder.images import decode_image
+from tests.support import LOOKALIKE
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONNECT_TIMEOUT_S = 1.0
@@ -34,7 +34,7 @@ def _free_port() -> int:
 
 
 class ServiceProcess:
-    """``python -m encoder.service`` on a fixed port, startable again after a kill."""
+    """``lookalike encoder serve`` on a fixed port, startable again after a kill."""
 
     def __init__(self, port: int, log: Path) -> None:
         self.port = port
@@ -44,9 +44,9 @@ class ServiceProcess:
 
     def start(self, timeout_s: float = 90.0) -> None:
         command = [
-            sys.executable, "-m", "encoder.service", "--host", "127.0.0.1", "--port", str(self.port),
+            *LOOKALIKE, "encoder", "serve", "--host", "127.0.0.1", "--port", str(self.port),
             "--random-weights", "--no-mobilenet", "--device", "cpu", "--batch-size", "8",
-            "--log-level", "warning",
+            "--clip-runtime", "torch", "--log-level", "warning",
         ]  # fmt: skip
         with self.log.open("ab") as sink:
             self.proc = subprocess.Popen(

@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 
 from encoder.base import Encoder
-from encoder.clip import RANDOM_WEIGHTS_SEED, ClipEncoder
+from encoder.clip import ClipEncoder
+from encoder.clip_model import RANDOM_WEIGHTS_SEED
 from encoder.errors import EncoderUnavailableError
 from encoder.factory import build_clip_encoder
 from encoder.images import decode_image

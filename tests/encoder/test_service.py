@@ -1,4 +1,4 @@
-"""The encoder service in-process: micro-batching, the error contract, /health."""
+"""The encoder service in-process: shared forward passes, the error contract, /health."""
 
 from __future__ import annotations
 
@@ -22,9 +22,7 @@ MAX_PIXELS = 40_000_000
 
 @pytest.fixture(scope="module")
 def app(clip_random: ClipEncoder, mobilenet: MobileNetEncoder) -> FastAPI:
-    return create_app(
-        clip_random, mobilenet, max_upload_bytes=2_000_000, max_pixels=MAX_PIXELS, max_wait_s=0.02
-    )
+    return create_app(clip_random, mobilenet, max_upload_bytes=2_000_000, max_pixels=MAX_PIXELS)
 
 
 async def _client(app: FastAPI) -> httpx.AsyncClient:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -20,13 +19,13 @@ from api.main import build_state, create_app
 from api.settings import Settings
 from api.state import AppState
 from tests.live_api import serve_in_thread
-from tests.support import REPO_ROOT, free_port
+from tests.support import LOOKALIKE, REPO_ROOT, free_port
 
 CLIENTS = 4
 
 
 class EncoderProcess:
-    """``python -m encoder.service`` (random-weight CLIP only) on a fixed port."""
+    """``lookalike encoder serve`` (random-weight CLIP only) on a fixed port."""
 
     def __init__(self, port: int, log: Path) -> None:
         self.port = port
@@ -36,9 +35,9 @@ class EncoderProcess:
 
     def start(self, *extra: str) -> None:
         command = [
-            sys.executable, "-m", "encoder.service", "--host", "127.0.0.1", "--port", str(self.port),
+            *LOOKALIKE, "encoder", "serve", "--host", "127.0.0.1", "--port", str(self.port),
             "--random-weights", "--no-mobilenet", "--device", "cpu", "--batch-size", "8",
-            "--log-level", "warning", *extra,
+            "--clip-runtime", "torch", "--log-level", "warning", *extra,
         ]  # fmt: skip
         with self.log.open("ab") as sink:
             self.proc = subprocess.Popen(
