@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     batch_size: int = 32
     embed_lanes: int | None = Field(default=None, ge=1, le=MAX_EMBED_LANES)
     """Batches ``lookalike ingest`` embeds at once, each decoded, encoded and written on its own
-    thread and connection (``api.services.ingest.worker``). Unset: 2 on a CPU, every core but
+    thread and connection (``api.services.ingest.lanes``). Unset: 2 on a CPU, every core but
     one on a GPU. The server's background worker keeps to one, leaving the cores to searches."""
     encoder_url: str | None = None
     """Base URL of a ``lookalike encoder serve`` process; unset means encode in-process."""
