@@ -133,8 +133,9 @@ class Settings(BaseSettings):
     """Image downloads the API runs at once (search and product ``image_url``); more get a fast 503
     ``overloaded``, so slow servers can never take every worker thread from other routes."""
     max_inflight: int | None = Field(default=None, ge=1)
-    """Searches and product writes (encode + vector search or write) served at once. Unset: one
-    per core, divided among ``workers``."""
+    """Searches and product writes (encode + vector search or write) served at once. Unset: as
+    many encodes as fit side by side on the cores (one when an encode uses every core, as it does
+    unless ``OMP_NUM_THREADS`` is set), divided among ``workers``. Set it on a GPU."""
     admission_queue: int | None = Field(default=None, ge=0)
     """Searches that may wait for a slot (unset: as many as ``max_inflight``); beyond them, a fast
     503 ``overloaded`` with ``Retry-After``."""

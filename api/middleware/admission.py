@@ -2,9 +2,9 @@
 
 Without it, every extra client of an overloaded server made every request slower (24 clients:
 p99 1.1 s; several times capacity: latency without bound), because each admitted request shares
-the same cores. A :class:`Gate` admits at most ``limit`` calls at once (default: one per core, as
-one encode already keeps every core busy, so a second one per core only doubled latency without
-adding throughput, see docs/benchmarks.md). A short queue absorbs bursts, but a caller joins it
+the same cores. A :class:`Gate` admits at most ``limit`` calls at once (default: as many as
+encodes fit side by side on the cores, i.e. one when an encode's runtime takes every core, see
+:func:`default_inflight`). A short queue absorbs bursts, but a caller joins it
 only when it is predicted to get a slot within ``wait_s`` (its place in the queue times the
 recent slot-holding time, over the limit); anyone else is refused at once with
 :class:`OverloadedError`, which the API answers as 503 ``overloaded`` with ``Retry-After``. A
@@ -151,15 +151,25 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def default_inflight(workers: int = 1) -> int:
-    """One encode + search per core, shared among the server's processes.
+def encode_threads() -> int:
+    """Cores one encode keeps busy: the encoders give their runtime every usable core
+    (``encoder.devices.configure_cpu_threads``) unless ``OMP_NUM_THREADS`` says otherwise."""
+    try:
+        return max(1, int(os.environ.get("OMP_NUM_THREADS", "")))
+    except ValueError:
+        return usable_cores()
 
-    One image encode already uses every core (the runtime's own threads), so admitting two per
-    core added no throughput and doubled every admitted request's latency (docs/benchmarks.md,
-    the overload section); one per core still lets a request's non-encode parts (decoding, the
-    SQL, the response) overlap another's encode.
+
+def default_inflight(workers: int = 1) -> int:
+    """As many encode + search calls as encodes fit side by side on the cores, at least one.
+
+    One image encode already keeps every core busy (the runtime's own threads), so a second
+    call at once mostly waits for the cores: it adds little throughput and stretches every
+    admitted call's latency (docs/benchmarks.md, the overload section, has the measurements
+    behind this default). Several server processes (``workers``) share the same cores. On a
+    GPU the cores are not what bounds an encode: set ``LOOKALIKE_MAX_INFLIGHT`` there.
     """
-    return max(1, usable_cores() // max(1, workers))
+    return max(1, usable_cores() // (encode_threads() * max(1, workers)))
 
 
 def search_gate(settings: Settings) -> Gate:

@@ -27,7 +27,7 @@ import uvicorn
 from PIL import Image
 
 from api.main import build_state, create_app
-from api.middleware.admission import Gate, OverloadedError
+from api.middleware.admission import Gate, OverloadedError, default_inflight, usable_cores
 from api.middleware.body_limit import request_body_limit
 from api.settings import Settings
 from api.state import AppState
@@ -416,3 +416,14 @@ def test_a_dns_server_that_never_answers_costs_searches_their_deadline_and_nothi
     assert {code for _, code in outcomes} <= {"url_timeout", "overloaded"}, outcomes
     assert any(code == "url_timeout" for _, code in outcomes)
     assert all(status == (422 if code == "url_timeout" else 503) for status, code in outcomes)
+
+
+def test_the_default_limit_is_the_encodes_that_fit_side_by_side_on_the_cores(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert default_inflight() == 1  # an encode's runtime takes every core
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert default_inflight() == usable_cores()
+    assert default_inflight(workers=usable_cores()) == 1
+    assert default_inflight(workers=4 * usable_cores()) == 1  # never below one
