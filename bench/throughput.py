@@ -177,7 +177,15 @@ def run_topology(
         processes.append(api)
         base = f"http://127.0.0.1:{port}"
         _wait(f"{base}/api/v1/health", api)
-        asyncio.run(load(base, warm, args.concurrency))  # model warm-up in every process, not timed
+        # Model warm-up, not timed; with several workers, until every one of them has answered
+        # (a worker still loading its models accepts no connections, and the kernel hands them
+        # all to the others).
+        deadline = time.monotonic() + 300
+        while True:
+            asyncio.run(load(base, warm, args.concurrency))
+            serving = len(per_process_requests(metrics_dir, "/api/v1/search/image"))
+            if serving >= workers or time.monotonic() > deadline:
+                break
         before_encoders = [_encoder_requests(url) for url in encoder_urls]
         before_api = per_process_requests(metrics_dir, "/api/v1/search/image")
         result = asyncio.run(load(base, timed, args.concurrency))
