@@ -18,6 +18,8 @@ from api.settings import MAX_EMBED_LANES, Settings, get_settings
 from encoder.errors import EncoderError
 
 CLIP_RUNTIMES = get_args(Settings.model_fields["clip_runtime"].annotation)
+WORKER_PING_TIMEOUT_S = 60
+"""How long ``serve --workers`` lets a worker leave uvicorn's liveness ping unanswered."""
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> None:
@@ -49,6 +51,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
                 port=port,
                 log_config=log_config,
                 access_log=access_log,
+                # uvicorn replaces a worker that leaves its ping unanswered for 5 s (the default);
+                # one loading its models on a saturated machine can take longer, and was killed and
+                # restarted in a loop while the other worker took every connection.
+                timeout_worker_healthcheck=WORKER_PING_TIMEOUT_S,
             )
         finally:
             multi.remove_metrics_dir(metrics_dir)
