@@ -140,3 +140,28 @@ def _sync_locked(conn: Connection, catalog: Catalog, policy: CategoryIndexPolicy
             )
         )
         report.created.append(category)
+
+
+_PREDICATE_LITERAL = re.compile(r"= '((?:[^']|'')*)'::text\)?$")
+
+
+def category_of_index(conn: Connection, catalog: Catalog) -> frozenset[str]:
+    """Categories served by one of our valid partial indexes, read back from each index's predicate
+    (names hold only a hash) and kept only when the name is the one :func:`index_name` gives."""
+    rows = conn.execute(
+        text(
+            "SELECT c.relname, pg_get_expr(i.indpred, i.indrelid) FROM pg_index i "
+            "JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam "
+            "WHERE i.indrelid = CAST(:table AS regclass) AND a.amname = 'hnsw' AND i.indisvalid "
+            "AND i.indpred IS NOT NULL"
+        ),
+        {"table": catalog.qualified},
+    ).all()
+    categories = set()
+    for name, predicate in rows:
+        match = _PREDICATE_LITERAL.search(predicate or "")
+        if match and NAME_SUFFIX.search(name):
+            category = match.group(1).replace("''", "'")
+            if index_name(catalog, category) == name:
+                categories.add(category)
+    return frozenset(categories)

@@ -10,6 +10,12 @@ down) rank by ``ts_rank_cd`` over the generated ``search_tsv`` column.
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import re
+import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
@@ -185,19 +191,315 @@ def _prepare(
     # an unfiltered search sends no SET LOCAL round trip of its own; the plan-time ones only
     # matter when a filter could make the planner prefer a sort, and are sent only then.
     ef_search = min(max(MIN_EF_SEARCH, window or page.top_k + page.offset), MAX_EF_SEARCH)
-    if _Shape.of(filters) != _Shape(False, False, False, False) or catalog.visible() is not None:
-        conn.exec_driver_sql(
-            "SET LOCAL enable_sort = off"
-            + ("; SET LOCAL plan_cache_mode = force_custom_plan" if filters.categories else "")
-        )
+    filtered = _filtered(catalog, filters)
     if window is not None and page.group is not None:
-        statement = grouped_vector_statement(catalog, query, filters, page, window)
+        if filtered:
+            _plan_time_settings(conn, filters)
+        return grouped_vector_statement(catalog, query, filters, page, window).where(
+            _scan_settings(ef_search)
+        )
+    if not filtered:
+        return vector_statement(catalog, query, filters, page).where(_scan_settings(ef_search))
+    plan = choose_plan(conn, catalog, query, filters, page)
+    if plan is Plan.EXACT:
+        # No vector index is involved: no scan settings, and no plan-time ones (the sort the
+        # exact path needs is the only way to order its rows), so no SET LOCAL round trip.
+        return exact_statement(catalog, query, filters, page)
+    branches = category_branches(conn, catalog, query, filters, page) if plan is Plan.CATEGORY_INDEX else None
+    _plan_time_settings(conn, filters)
+    statement = bounded_statement(catalog, query, filters, page, branches or ())
+    return statement.where(_scan_settings(ef_search, SCAN_BUDGET))
+
+
+def _filtered(catalog: Catalog, filters: Filters) -> bool:
+    return _Shape.of(filters) != _Shape(False, False, False, False) or catalog.visible() is not None
+
+
+def _plan_time_settings(conn: Connection, filters: Filters) -> None:
+    conn.exec_driver_sql(
+        "SET LOCAL enable_sort = off"
+        + ("; SET LOCAL plan_cache_mode = force_custom_plan" if filters.categories else "")
+    )
+
+
+# --- Issue 20 item 1: the plan of a filtered vector search, chosen per query ---------------------
+
+
+class Plan(StrEnum):
+    """How a filtered vector search finds its rows (an unfiltered one always walks the main index)."""
+
+    INDEX = "index"
+    """The main HNSW index's iterative scan, bounded by SCAN_BUDGET, exact over the filtered rows
+    when the budget ran out before the page was full."""
+    CATEGORY_INDEX = "category_index"
+    """One branch per requested category: its own partial HNSW index, or exact for a small category
+    without one; pages merged (same bound and fallback)."""
+    EXACT = "exact"
+    """Exact distance over the rows the filter keeps, no vector index: the filter keeps few."""
+
+
+EXACT_MAX_ROWS = 5_000
+"""Never rank more kept rows than this exactly (every kept row's distance, then a top-n sort)."""
+EXACT_COST_RATIO = 0.5
+"""A visited index tuple's cost over an exactly ranked row's (which de-TOASTs a 2 KB vector), for
+:func:`_few`: exact below ~700 kept rows of 100k, ~2,200 of 1M for a page of 10."""
+SCAN_BUDGET = 20_000
+"""Index tuples a filtered walk may visit (``hnsw.max_scan_tuples``). A photo of a dress filtered
+to shoes walks through every dress before the first shoe; past this many tuples the statement
+ranks the filtered rows exactly instead, which is bounded by the filter, not by the graph."""
+ESTIMATE_TTL_S = 300.0
+"""How long a filter's row estimate is reused; ANALYZE moves it slowly, and a wrong one only costs
+time (every plan returns the same full, ordered page)."""
+INDEXED_TTL_S = 30.0
+"""How long the list of categories with their own index is reused (the background sync builds them)."""
+_ESTIMATES_MAX = 4096
+
+_cache_lock = threading.Lock()
+_estimates: OrderedDict[tuple[Any, ...], tuple[float, float]] = OrderedDict()
+_indexed: dict[tuple[Any, Catalog], tuple[float, frozenset[str]]] = {}
+
+
+def choose_plan(conn: Connection, catalog: Catalog, query: VectorQuery, filters: Filters, page: Page) -> Plan:
+    """The plan for one filtered vector search, from what the filter keeps.
+
+    Few kept rows: exact. Every requested category has its own index or keeps few rows: one branch
+    per category (its index, or exact). Otherwise the main index. Both index plans carry the exact
+    fallback, so an estimate only ever decides speed, never the page.
+    """
+    if not _filtered(catalog, filters):
+        return Plan.INDEX
+    if _few(conn, catalog, query.column, filters, page):
+        return Plan.EXACT
+    if category_branches(conn, catalog, query, filters, page) is not None:
+        return Plan.CATEGORY_INDEX
+    return Plan.INDEX
+
+
+def _few(conn: Connection, catalog: Catalog, column: VectorColumn, filters: Filters, page: Page) -> bool:
+    """Whether ranking the kept rows exactly beats walking an index for them.
+
+    An uncorrelated filter keeping ``kept`` of ``total`` rows makes a walk visit about
+    ``n * total / kept`` tuples for ``n`` rows; the exact path reads all ``kept`` (each a de-TOASTed
+    vector, several times a visited tuple's cost): exact wins while ``kept^2`` stays under about
+    ``n * total * EXACT_COST_RATIO``, and never past EXACT_MAX_ROWS (a walk has no such ceiling).
+    """
+    kept = estimated_rows(conn, catalog, column, filters)
+    n = page.top_k + page.offset
+    if kept <= n:
+        return True
+    if kept > EXACT_MAX_ROWS:
+        return False
+    total = estimated_rows(conn, catalog, column, Filters())
+    return kept * kept <= n * total * EXACT_COST_RATIO
+
+
+def category_branches(
+    conn: Connection, catalog: Catalog, query: VectorQuery, filters: Filters, page: Page
+) -> tuple[bool, ...] | None:
+    """Per requested category, whether its branch is exact (True) or walks its own index (False);
+    None when a category has neither its own index nor few enough rows to rank exactly."""
+    if query.column is not VectorColumn.CLIP or not filters.categories:
+        return None
+    indexed = indexed_categories(conn, catalog)
+    branches = []
+    exact_rows = 0.0
+    for category in filters.categories:
+        if category in indexed:
+            branches.append(False)
+            continue
+        # The alternative is the main index, which must walk past every row closer than the
+        # category's (a dress before the first hat): exact is the bounded one, while it is small.
+        exact_rows += estimated_rows(
+            conn, catalog, query.column, dataclasses.replace(filters, categories=(category,))
+        )
+        if exact_rows > EXACT_MAX_ROWS:
+            return None
+        branches.append(True)
+    return tuple(branches)
+
+
+def estimated_rows(conn: Connection, catalog: Catalog, column: VectorColumn, filters: Filters) -> float:
+    """PostgreSQL's own estimate of the rows a filter keeps (its statistics: MCVs, histograms),
+    one ``EXPLAIN`` per distinct filter, reused for ESTIMATE_TTL_S."""
+    key = (
+        conn.engine.url,
+        catalog,
+        column,
+        filters.categories,
+        filters.price_min,
+        filters.price_max,
+        json.dumps(filters.attributes, sort_keys=True, default=str),
+    )
+    now = time.monotonic()
+    with _cache_lock:
+        cached = _estimates.get(key)
+        if cached is not None and cached[0] > now:
+            _estimates.move_to_end(key)
+            return cached[1]
+    t = catalog.sa_table
+    where = [t.c[column.value].is_not(None), *_filter_clauses(catalog, _Shape.of(filters))]
+    statement = select(literal_column("1")).select_from(t).where(*where).params(_filter_values(filters))
+    sql, params = driver_sql(conn, statement)
+    top = conn.exec_driver_sql("EXPLAIN " + sql, params).scalar()  # the plan's top line
+    match = re.search(r"rows=(\d+)", top)
+    rows = float(match.group(1)) if match else float("inf")
+    with _cache_lock:
+        _estimates[key] = (now + ESTIMATE_TTL_S, rows)
+        while len(_estimates) > _ESTIMATES_MAX:
+            _estimates.popitem(last=False)
+    return rows
+
+
+def indexed_categories(conn: Connection, catalog: Catalog) -> frozenset[str]:
+    """Categories whose partial index exists and is valid (:mod:`api.db.category_indexes`)."""
+    now = time.monotonic()
+    key = (conn.engine.url, catalog)
+    with _cache_lock:
+        cached = _indexed.get(key)
+    if cached is not None and cached[0] > now:
+        return cached[1]
+    from api.db.category_indexes import category_of_index
+
+    categories = category_of_index(conn, catalog)
+    with _cache_lock:
+        _indexed[key] = (now + INDEXED_TTL_S, categories)
+    return categories
+
+
+def forget_plan_caches() -> None:
+    """Drop cached estimates and index lists (after a bulk load or an index build, and in tests)."""
+    with _cache_lock:
+        _estimates.clear()
+        _indexed.clear()
+
+
+def exact_statement(catalog: Catalog, query: VectorQuery, filters: Filters, page: Page) -> Select[Any]:
+    """The page by exact distance over the filtered rows: ``ORDER BY`` an expression no vector
+    index can serve (``distance + 0``), so the planner reaches the rows through the filter's own
+    indexes (btree, GIN) or a scan, and sorts the top n."""
+    template = _exact_template(
+        catalog, query.column, _Shape.of(filters), query.model_id is not None, query.exclude_sku is not None
+    )
+    return template.params(_query_values(query, filters, page, page.top_k + page.offset))
+
+
+@lru_cache(maxsize=256)
+def _exact_template(
+    catalog: Catalog, column_name: VectorColumn, shape: _Shape, by_model: bool, excluding: bool
+) -> Select[Any]:
+    nearest = (
+        _exact_nearest(catalog, column_name, shape, by_model, excluding)
+        .cte("nearest")
+        .prefix_with("MATERIALIZED")
+    )
+    return _page_of(catalog, nearest)
+
+
+def _exact_nearest(
+    catalog: Catalog, column_name: VectorColumn, shape: _Shape, by_model: bool, excluding: bool
+) -> Select[Any]:
+    distance, where = _nearest_clauses(catalog, column_name, shape, by_model, excluding)
+    # One distance per row, labelled and sorted on: "+ 0" takes it out of the HNSW opclass's reach.
+    exact_distance = (distance + 0).label("distance")
+    return (
+        select(*catalog.listing_columns(), exact_distance)
+        .where(and_(*where))
+        .order_by(exact_distance)
+        .limit(bindparam("inner_limit", type_=Integer))
+    )
+
+
+def _page_of(catalog: Catalog, nearest: Any) -> Select[Any]:
+    listing = [nearest.c[c.key] for c in catalog.listing_columns()]
+    return (
+        select(*listing, (1 - nearest.c.distance).label("score"))
+        .order_by(nearest.c.distance, nearest.c.id)
+        .limit(bindparam("top_k", type_=Integer))
+        .offset(bindparam("offset", type_=Integer))
+    )
+
+
+def bounded_statement(
+    catalog: Catalog,
+    query: VectorQuery,
+    filters: Filters,
+    page: Page,
+    branches: tuple[bool, ...] = (),
+) -> Select[Any]:
+    """An index walk bounded by SCAN_BUDGET, with the exact ranking for the rest when it came short.
+
+    One statement: ``walk`` is the HNSW scan of the main index or, with ``branches``, one branch
+    per category on ``category = :c`` (PostgreSQL then picks that category's partial index; a
+    branch marked True ranks its few rows exactly instead), pages merged by distance. ``exact``
+    has the one-time condition "the walk found fewer rows than the page needs", so it runs only
+    then, and replaces the walk's rows (a short walk says nothing about order beyond what it
+    visited). Pages are full whenever enough rows match, and in distance order.
+    """
+    template = _bounded_template(
+        catalog,
+        query.column,
+        _Shape.of(filters),
+        query.model_id is not None,
+        query.exclude_sku is not None,
+        branches,
+    )
+    values = _query_values(query, filters, page, page.top_k + page.offset)
+    values.update(
+        {f"category_{i}": category for i, category in enumerate(filters.categories[: len(branches)])}
+    )
+    return template.params(values)
+
+
+@lru_cache(maxsize=256)
+def _bounded_template(
+    catalog: Catalog,
+    column_name: VectorColumn,
+    shape: _Shape,
+    by_model: bool,
+    excluding: bool,
+    branches: tuple[bool, ...],
+) -> Select[Any]:
+    inner_limit = bindparam("inner_limit", type_=Integer)
+    if branches:
+        branch_shape = dataclasses.replace(shape, categories=False)
+        parts = []
+        for i, exact_branch in enumerate(branches):
+            distance, where = _nearest_clauses(catalog, column_name, branch_shape, by_model, excluding)
+            where.append(catalog.field("category") == bindparam(f"category_{i}", type_=Text))
+            ranked = (distance + 0 if exact_branch else distance).label("distance")
+            parts.append(
+                select(*catalog.listing_columns(), ranked)
+                .where(and_(*where))
+                .order_by(ranked)
+                .limit(inner_limit)
+            )
+        walk = (parts[0] if len(parts) == 1 else union_all(*parts)).cte("walk").prefix_with("MATERIALIZED")
     else:
-        statement = vector_statement(catalog, query, filters, page)
-    return statement.where(_scan_settings(ef_search))
+        distance, where = _nearest_clauses(catalog, column_name, shape, by_model, excluding)
+        walk = (
+            select(*catalog.listing_columns(), distance.label("distance"))
+            .where(and_(*where))
+            .order_by(distance)
+            .limit(inner_limit)
+            .cte("walk")
+            .prefix_with("MATERIALIZED")
+        )
+    found = select(func.count()).select_from(walk).scalar_subquery()
+    exact = (
+        _exact_nearest(catalog, column_name, shape, by_model, excluding)
+        .where(found < inner_limit)
+        .cte("exact")
+        .prefix_with("MATERIALIZED")
+    )
+    columns = [c.key for c in catalog.listing_columns()] + ["distance"]
+    nearest = union_all(
+        select(*[walk.c[c] for c in columns]).where(found >= inner_limit),
+        select(*[exact.c[c] for c in columns]),
+    ).subquery("nearest")
+    return _page_of(catalog, nearest)
 
 
-def _scan_settings(ef_search: int) -> ColumnElement[bool]:
+def _scan_settings(ef_search: int, max_scan_tuples: int = MAX_SCAN_TUPLES) -> ColumnElement[bool]:
     """``SET LOCAL`` for the HNSW scan's settings, as a one-time filter of the statement itself.
 
     ``set_config(name, value, true)`` is transaction-local like ``SET LOCAL``; PostgreSQL runs an
@@ -211,7 +513,7 @@ def _scan_settings(ef_search: int) -> ColumnElement[bool]:
             "hnsw.ef_search", bindparam("hnsw_ef_search", str(ef_search), type_=Text), True
         ).is_not(None),
         func.set_config("hnsw.iterative_scan", "relaxed_order", True).is_not(None),
-        func.set_config("hnsw.max_scan_tuples", str(MAX_SCAN_TUPLES), True).is_not(None),
+        func.set_config("hnsw.max_scan_tuples", str(max_scan_tuples), True).is_not(None),
     )
     return select(settings).scalar_subquery()
 
