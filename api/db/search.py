@@ -760,9 +760,10 @@ def stored_vector(
 
 # --- Issue 16 item 3: text queries in CLIP mode fuse CLIP's ranking with the words -------------
 
-FUSION_POOL = 100
+FUSION_POOL = MIN_EF_SEARCH
 """How deep each ranking (CLIP's nearest rows, the full-text matches) takes part in the fusion;
-below it a row keeps its CLIP place only, so deep pages continue the plain CLIP ranking."""
+below it a row keeps its CLIP place only, so deep pages continue the plain CLIP ranking. Equal to
+the HNSW scan's smallest ef_search, so CLIP's part walks the index as far as a plain page does."""
 RRF_K = 60
 """Reciprocal rank fusion constant (Cormack et al. 2009): 1/(k + rank) per ranking."""
 MAX_SKU_TOKENS = 48
@@ -822,14 +823,14 @@ def fused_search(
     if page.group is not None:
         window = max(FUSION_POOL, (page.top_k + page.offset) * GROUP_WINDOW_FACTOR)
         while True:
-            rows = list(conn.execute(_prepare_fused(conn, catalog, query, filters, page, window)).mappings())
+            rows = list(conn.execute(*_prepare_fused(conn, catalog, query, filters, page, window)).mappings())
             exhausted = bool(rows) and rows[0]["candidates"] < window
             if len(rows) >= page.top_k or exhausted or window >= MAX_GROUP_WINDOW:
                 break
             window = min(window * GROUP_WINDOW_FACTOR, MAX_GROUP_WINDOW)
     else:
         window = max(FUSION_POOL, page.top_k + page.offset)
-        rows = list(conn.execute(_prepare_fused(conn, catalog, query, filters, page, window)).mappings())
+        rows = list(conn.execute(*_prepare_fused(conn, catalog, query, filters, page, window)).mappings())
     return [FusedHit(**{k: v for k, v in row.items() if k != "candidates"}) for row in rows]
 
 
@@ -838,19 +839,19 @@ def explain_fused(conn: Connection, catalog: Catalog, query: FusedQuery, filters
     window = max(FUSION_POOL, page.top_k + page.offset)
     if page.group is not None:
         window = max(FUSION_POOL, (page.top_k + page.offset) * GROUP_WINDOW_FACTOR)
-    sql, params = driver_sql(conn, _prepare_fused(conn, catalog, query, filters, page, window))
+    statement, values = _prepare_fused(conn, catalog, query, filters, page, window)
+    sql, params = driver_sql(conn, statement.params(values))
     return "\n".join(row[0] for row in conn.exec_driver_sql("EXPLAIN " + sql, params).all())
 
 
 def _prepare_fused(
     conn: Connection, catalog: Catalog, query: FusedQuery, filters: Filters, page: Page, window: int
-) -> Select[Any]:
-    """The fused statement with the plan-time and scan settings :func:`_prepare` gives a vector search."""
-    if _Shape.of(filters) != _Shape(False, False, False, False) or catalog.visible() is not None:
-        conn.exec_driver_sql(
-            "SET LOCAL enable_sort = off"
-            + ("; SET LOCAL plan_cache_mode = force_custom_plan" if filters.categories else "")
-        )
+) -> tuple[Select[Any], dict[str, Any]]:
+    """The fused statement and its values, with the plan-time and scan settings :func:`_prepare`
+    gives a vector search. The values go to execute() rather than ``.params()``: cloning this
+    statement's tree for every query would cost more than its own cached compilation."""
+    if _filtered(catalog, filters):
+        _plan_time_settings(conn, filters)
     vq = query.vector
     template = _fused_template(
         catalog,
@@ -863,7 +864,7 @@ def _prepare_fused(
     values = _query_values(vq, filters, page, window)
     values.update(words=query.text, sku_tokens=sku_tokens(query.text))
     ef_search = min(max(MIN_EF_SEARCH, window), MAX_EF_SEARCH)
-    return template.params(values).where(_scan_settings(ef_search))
+    return template.where(_scan_settings(ef_search)), values
 
 
 @lru_cache(maxsize=256)
@@ -879,7 +880,9 @@ def _fused_template(
     exact names first), ``skus`` (SKU equality); one row per candidate, fused and paged.
 
     Every branch carries the same WHERE (embedded by the current model, filters, visibility), so
-    a word match is a row CLIP mode could rank too and has a cosine to show.
+    a word match is a row CLIP mode could rank too and has a cosine to show. A catalog whose
+    document cannot be a GIN-indexed column (:attr:`Catalog.stored_tsvector`) matches the words
+    among CLIP's candidates only; exact SKUs are still found anywhere.
     """
     distance, where = _nearest_clauses(catalog, column_name, shape, by_model, excluding)
     table = catalog.sa_table
@@ -910,11 +913,25 @@ def _fused_template(
     def folded(value: ColumnElement[Any]) -> ColumnElement[Any]:
         return func.lower(unaccent(func.btrim(value)))
 
-    name_hit = func.coalesce(folded(catalog.field("name")) == folded(words_param), False)
+    # Folding a name costs ~0.1 ms where the server lacks unaccent (lookalike_unaccent is then a
+    # long translate()), too much for every match of a common word. Equal folded texts have equal
+    # lexeme sets, so only a match whose name part (weight A) has as many lexemes as the query is
+    # folded: exact-name candidates only. The query side is folded once (an InitPlan).
+    query_lexemes = select(
+        func.length(func.to_tsvector(literal_column(catalog.regconfig), unaccent(words_param)))
+    ).scalar_subquery()
+    name_lexemes = func.length(func.ts_filter(document, literal_column("'{a}'")))
+    same_name = folded(catalog.field("name")) == select(folded(words_param)).scalar_subquery()
+    name_hit = case((name_lexemes == query_lexemes, func.coalesce(same_name, False)), else_=False)
     rank = func.ts_rank_cd(document, tsquery, 32)
+    word_where = [document.op("@@")(tsquery), *where]
+    if not catalog.stored_tsvector:
+        # No indexed document (a text field read from another table): matching every row would
+        # compute every row's document per query, so the words re-rank CLIP's candidates only.
+        word_where.append(key.in_(select(clip.c.id)))
     words = (
         select(key.label("id"), name_hit.label("name_hit"), rank.label("rank"))
-        .where(and_(document.op("@@")(tsquery), *where))
+        .where(and_(*word_where))
         .order_by(name_hit.desc(), rank.desc(), key)
         .limit(FUSION_POOL)
         .cte("words")
