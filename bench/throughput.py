@@ -167,12 +167,13 @@ def run_topology(
         )
         if encoder_urls:
             api_env["LOOKALIKE_ENCODER_URL"] = ",".join(encoder_urls)
+        log = (args.log_dir / f"{name.replace(' ', '_')}-{time.strftime('%H%M%S')}.log").open("wb")
         api = subprocess.Popen(
             [*SERVE, "serve", "--port", str(port)],
             cwd=REPO_ROOT,
             env=api_env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         processes.append(api)
         base = f"http://127.0.0.1:{port}"
@@ -226,10 +227,12 @@ def main() -> int:
     parser.add_argument("--only", nargs="+", choices=list(TOPOLOGIES), help="run these topologies only")
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/lookalike-bench-throughput"))
     parser.add_argument("--port", type=int, default=8785, help="API port; encoders use the next ones")
+    parser.add_argument("--log-dir", type=Path, default=Path("/tmp/lookalike-bench-throughput/logs"))
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench/results/throughput.json")
     args = parser.parse_args()
 
     args.data_dir.mkdir(parents=True, exist_ok=True)
+    args.log_dir.mkdir(parents=True, exist_ok=True)
     seed(args.data_dir, args.products, args.sources)
     images = query_images(args.warmup + args.requests)
     warm, timed = images[: args.warmup], images[args.warmup :]
