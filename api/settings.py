@@ -135,7 +135,8 @@ class Settings(BaseSettings):
     max_inflight: int | None = Field(default=None, ge=1)
     """Searches and product writes (encode + vector search or write) served at once. Unset: as
     many encodes as fit side by side on the cores (one when an encode uses every core, as it does
-    unless ``OMP_NUM_THREADS`` is set), divided among ``workers``. Set it on a GPU."""
+    unless ``OMP_NUM_THREADS`` is set), divided among ``workers``; with remote encoders
+    (``encoder_url``) two per core. Set it on a GPU."""
     admission_queue: int | None = Field(default=None, ge=0)
     """Searches that may wait for a slot (unset: as many as ``max_inflight``); beyond them, a fast
     503 ``overloaded`` with ``Retry-After``."""

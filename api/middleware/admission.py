@@ -173,7 +173,12 @@ def default_inflight(workers: int = 1) -> int:
 
 
 def search_gate(settings: Settings) -> Gate:
-    limit = settings.max_inflight or default_inflight(settings.workers)
+    limit = settings.max_inflight
+    if limit is None and settings.encoder_url:
+        # Remote encoders (LOOKALIKE_ENCODER_URL): this process only decodes, queries and answers,
+        # and its cores are not what an encode waits for; bound that work at two calls per core.
+        limit = 2 * max(1, usable_cores() // max(1, settings.workers))
+    limit = limit or default_inflight(settings.workers)
     queue = limit if settings.admission_queue is None else settings.admission_queue
     return Gate("searches", limit, settings.admission_wait_ms / 1000, queue)
 

@@ -27,7 +27,7 @@ import uvicorn
 from PIL import Image
 
 from api.main import build_state, create_app
-from api.middleware.admission import Gate, OverloadedError, default_inflight, usable_cores
+from api.middleware.admission import Gate, OverloadedError, default_inflight, search_gate, usable_cores
 from api.middleware.body_limit import request_body_limit
 from api.settings import Settings
 from api.state import AppState
@@ -427,3 +427,13 @@ def test_the_default_limit_is_the_encodes_that_fit_side_by_side_on_the_cores(
     assert default_inflight() == usable_cores()
     assert default_inflight(workers=usable_cores()) == 1
     assert default_inflight(workers=4 * usable_cores()) == 1  # never below one
+
+
+def test_with_remote_encoders_the_default_limit_bounds_only_local_work(
+    make_settings: Callable[..., Settings],
+) -> None:
+    local = search_gate(make_settings())
+    remote = search_gate(make_settings(encoder_url="http://127.0.0.1:9/"))
+    assert local.limit == default_inflight() and local.queue == local.limit
+    assert remote.limit == 2 * usable_cores()  # this process's cores do no encoding
+    assert search_gate(make_settings(encoder_url="http://127.0.0.1:9/", max_inflight=3)).limit == 3

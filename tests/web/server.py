@@ -42,6 +42,7 @@ def server_env(database_url: str, data_dir: Path, **overrides: str) -> dict[str,
         "LOOKALIKE_ADMIN_TOKEN": ADMIN_TOKEN,
         "LOOKALIKE_DATA_DIR": str(data_dir),
         "LOOKALIKE_MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES),
+        "LOOKALIKE_MAX_INFLIGHT": "16",  # a page's parallel requests; admission: tests/api/test_overload.py
     }
     values.update(overrides)
     return clean_env(**values)

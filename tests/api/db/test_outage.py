@@ -54,7 +54,11 @@ def _load(
 def test_postgres_stopped_under_load_answers_503_logs_once_and_recovers(
     own_postgres: LocalPostgres, make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = make_settings(database_url=own_postgres.create_database("shop"), admin_token="t")
+    settings = make_settings(
+        database_url=own_postgres.create_database("shop"),
+        admin_token="t",
+        max_inflight=64,  # admission is not under test here (tests/api/test_overload.py)
+    )
     state = build_state(settings)
     state.products.upsert("sku-1", {"name": "Red dress", "category": "dress", "price": 10}, None)
     caplog.set_level(logging.INFO)

@@ -96,6 +96,7 @@ def replicated_api(
 ) -> Iterator[tuple[str, AppState]]:
     settings = make_settings(
         database_url=cluster.primary_url,
+        max_inflight=64,  # admission is not under test here (tests/api/test_overload.py)
         database_replica_urls=(cluster.standby_url,),
         replica_max_lag_s=2.0,
         replica_circuit_reset_s=1.0,
