@@ -224,3 +224,14 @@ def test_searches_under_the_visibility_predicate_stay_on_the_hnsw_index_with_ful
         hits = search(conn, catalog, query, Filters(), page)
     assert catalog.image_index in plan, plan
     assert len(hits) == 5 and {h.sku for h in hits} <= {p.sku for p in attached.visible}
+
+
+def test_a_typed_sku_or_title_with_sku_finds_the_product_first(attached: Attached) -> None:
+    """Issue 16 item 3 on real shop schemas (mapped SKU, a title from another table, uuid keys):
+    the shop's own SKU, alone or after the product's title, is the first hit of a text search."""
+    product = attached.visible[-1]
+    for typed in (product.sku, f"{product.title} {product.sku}"):
+        response = attached.client.post("/api/v1/search", json={"text": typed, "top_k": 5})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["mode"] == "clip_text" and body["results"][0]["sku"] == product.sku, (typed, body)
