@@ -36,6 +36,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import DBAPIError
 
+from api.db.availability import Availability, is_connection_failure
 from api.errors import DatabaseUnavailableError
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,6 @@ class Replica:
     def __init__(
         self, url: str, display_url: str, engine: Engine, max_lag_s: float, reset_after_s: float
     ) -> None:
-        from api.db.engine import Availability  # engine imports this module
         from encoder.circuit import CircuitBreaker
 
         self.url = url
@@ -206,8 +206,6 @@ def build_replicas(
     max_lag_s: float, reset_after_s: float,
 ) -> ReplicaSet:  # fmt: skip
     """One engine per replica URL; connection failures on it become ReplicaUnavailableError."""
-    from api.db.engine import is_connection_failure
-
     replicas = []
     for raw in urls:
         url, display = make_url(raw)

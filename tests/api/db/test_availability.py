@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from api.db.engine import Availability
+from api.db.availability import Availability
 
 
 def test_one_line_each_way_and_edges_do_not_flap(caplog: pytest.LogCaptureFixture) -> None:
