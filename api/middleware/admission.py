@@ -15,7 +15,7 @@ than after a wait that ends in a refusal anyway.
 The gate wraps the services (:func:`admit_search`, :func:`admit_writes`), not whole requests, so
 the time a request spends downloading an ``image_url`` or uploading its body holds no slot (a
 slow client cannot take the slots): those are bounded separately
-(``api.services.image_input.download_gate``, the body-size limit). :class:`ShedWhenFull` asks the
+(the download gates of :mod:`api.services.images.download`, the body-size limit). :class:`ShedWhenFull` asks the
 same question before a gated request's body is read, so most of the excess costs no body read,
 no multipart parse and no worker thread.
 """

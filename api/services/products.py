@@ -23,9 +23,6 @@ from api.services.images.storage import save_image
 from api.settings import Settings
 from encoder.errors import InvalidImageError
 
-not_found = ProductNotFoundError
-"""The name :mod:`api.services.search` imports (``raise not_found(sku)``)."""
-
 
 class ProductService:
     def __init__(self, settings: Settings, database: Database, catalog: Catalog, hub: EncoderHub) -> None:

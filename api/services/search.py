@@ -37,14 +37,13 @@ from api.db.search import (
     search,
     stored_vector,
 )
-from api.errors import RequestError
+from api.errors import ConflictError, NotFoundError, ProductNotFoundError
 from api.services import relevance
 from api.services.cache import Cache
 from api.services.catalog_version import CatalogVersion
 from api.services.embedding import sha256_hex
 from api.services.encoders import EncoderHub, stored_model_id
 from api.services.metrics import Metrics, StageTimer
-from api.services.products import not_found
 from api.settings import Settings
 from encoder.errors import EncoderUnavailableError
 from encoder.images import decode_image
@@ -97,10 +96,9 @@ class SeenImage(QueryImage):
         self._image = None
 
     def decoded(self) -> Image.Image:
-        raise RequestError(
-            404,
-            "photo_not_available",
+        raise NotFoundError(
             "this server no longer has the photo with that sha256 (query photos are not kept); send the image",
+            "photo_not_available",
         )
 
 
@@ -235,7 +233,7 @@ class SearchService:
         with timer.stage("search"), self.database.read() as conn:
             vectors = stored_vector(conn, self.catalog, sku)
             if vectors is None:
-                raise not_found(sku)
+                raise ProductNotFoundError(sku)
             clip_vector, fallback_vector, clip_model = vectors
             if clip_vector is not None and clip_model == self.hub.clip_model_id:
                 mode = Mode.CLIP
@@ -246,7 +244,7 @@ class SearchService:
                     VectorColumn.FALLBACK, np.asarray(fallback_vector), self.hub.mobilenet_model_id, sku
                 )
             else:
-                raise RequestError(409, "not_embedded", f"product {sku!r} has no image embedding yet")
+                raise ConflictError(f"product {sku!r} has no image embedding yet", "not_embedded")
             hits = self._ranked(conn, mode, vq, filters, SearchQuery(None, None, 1.0, filters, page), None)
         with timer.stage("cache"):
             payload = json.dumps({"mode": mode.value, "hits": hits}).encode()
