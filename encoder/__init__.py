@@ -8,9 +8,8 @@ import os
 
 # One process here runs torch (MobileNetV2, preprocessing) and ONNX Runtime (CLIP) on the
 # same few cores. PyTorch's OpenMP workers busy-wait ~300,000 spins after every parallel
-# op by default; on 2 cores that steals a whole core from the ONNX pass that follows,
-# measured as 37 -> 27 ms for a CLIP image query and 69 -> 38 ms for MobileNetV2 + CLIP
-# back to back. libgomp reads this once, when torch loads it, so it is set on import of
+# op by default; on 2 cores that steals a whole core from the ONNX pass that follows
+# (docs/benchmarks.md, "Threads that stopped stealing each other's cores"). libgomp reads this once, when torch loads it, so it is set on import of
 # this package, which every entry point imports before torch; a value in the environment wins.
 #
 # It is also why LOOKALIKE_CLIP_RUNTIME=torch runs ~25% behind a plain open_clip process on an

@@ -301,8 +301,8 @@ def _session(path: Path) -> ort.InferenceSession:
 
     Spinning is off: each session owns a thread pool, and idle workers that busy-wait after
     a run steal the cores from whatever runs next in this process (the other tower, torch's
-    MobileNetV2). Measured on 2 cores: an image query right after a text query 35 -> 18 ms,
-    batch-32 image throughput 39 -> 48 images/s; a lone text query pays ~1 ms for it.
+    MobileNetV2); what it gains and costs is measured in docs/benchmarks.md ("Threads that
+    stopped stealing each other's cores").
     """
     import onnxruntime as ort
 

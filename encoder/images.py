@@ -23,8 +23,9 @@ _WHITE = (255, 255, 255)
 
 BUDGET_BYTES_PER_PIXEL = 4
 """Decoding may use ``max_pixels`` x this many bytes: what an RGB image at the pixel limit takes
-in PIL (RGBX). The pixel limit alone let a 92 kB 16-bit PNG of 40 Mpx cost +1.2 GiB, because
-its conversion ran on float64 copies; the budget counts bytes per pixel instead."""
+in PIL (RGBX). The pixel limit alone let a small 16-bit PNG of many megapixels cost gigabytes,
+because its conversion ran on float64 copies; the budget counts bytes per pixel instead
+(docs/benchmarks.md, "Decoding memory")."""
 
 HIGH_BIT_DEPTH = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 """Modes scaled to 8 bits by :func:`_high_bit_depth_to_l` (PIL's convert would clip, not scale)."""
@@ -173,8 +174,8 @@ def _high_bit_depth_to_l(image: Image.Image, factor: int = 1) -> Image.Image:
     box-reducing by ``factor`` on the way.
 
     Done in strips of rows cropped from the decoded image, so the working memory is a few MiB
-    whatever the size: the whole-image float64 copies this replaced cost +1.2 GiB for a 40 Mpx
-    16-bit PNG.
+    whatever the size, where the whole-image float64 copies this replaced grew with the image
+    (docs/benchmarks.md, "Decoding memory").
     """
     width, height = image.size
     out_w, out_h = max(1, width // factor), max(1, height // factor)

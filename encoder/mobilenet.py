@@ -60,8 +60,8 @@ class MobileNetEncoder(InProcessEncoder):
 
     def _pooled_features(self, batch: torch.Tensor) -> torch.Tensor:
         # Same pooling as torchvision's MobileNetV2.forward, minus dropout + classifier.
-        # channels_last lets oneDNN run the depthwise convolutions ~3x faster on CPU
-        # (16 vs 47 ms/image on 2 cores) for a ~1e-7 difference in the unit vectors.
+        # channels_last lets oneDNN run the depthwise convolutions several times faster on
+        # CPU (docs/benchmarks.md, Encoders) for a ~1e-7 difference in the unit vectors.
         features = self._model.features(batch.contiguous(memory_format=torch.channels_last))
         return torch.nn.functional.adaptive_avg_pool2d(features, (1, 1)).flatten(1)
 

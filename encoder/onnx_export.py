@@ -120,7 +120,8 @@ def quantize_text_int8(source: Path, target: Path) -> None:
     """Weight-only int8 in blocks of 32 (MatMulNBits), activations quantised per block at run time.
 
     A trimmed query is ~3-10 tokens, so the text tower is bound by reading its ~150 MB of
-    fp32 weights, not by arithmetic: int8 weights are most of the win (8.4 -> 4.3 ms here).
+    fp32 weights, not by arithmetic: int8 weights are most of the win (docs/benchmarks.md,
+    "the text tower in int8").
     :func:`quantize_visual_int8`'s per-tensor activation scales lose more on the text tower's skewed
     activations (min cosine 0.9991 over 300 queries vs 0.9996 with these per-block scales,
     at the same speed), and per-block scales keep a row's result independent of its batch.

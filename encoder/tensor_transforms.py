@@ -1,8 +1,8 @@
 """A model's resize, centre-crop and normalise as batched tensor ops on its device (for GPUs).
 
-On a GPU the forward passes of both models cost well under a millisecond per image, while
-Pillow's antialiased resize and crop for the two of them cost ~7 ms of one CPU core per photo
-(decoding: ~1.5 ms). Ingestion is then bound by the CPU, not the GPU. This moves everything but
+On a GPU the forward passes of both models cost far less per image than Pillow's antialiased
+resize and crop for the two of them on one CPU core (docs/benchmarks.md, "Ingest lanes and GPU
+mode"). Ingestion is then bound by the CPU, not the GPU. This moves everything but
 decoding onto the device: the uint8 pixels go over as they are and are resized there, photos of
 one size together (a catalog comes in a handful of sizes, so it is a few kernels per batch).
 

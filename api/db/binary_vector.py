@@ -1,9 +1,8 @@
 """Vectors go to PostgreSQL in pgvector's binary format, not as text: queries and stores alike.
 
 pgvector's SQLAlchemy type sends a vector as the text ``'[0.0123, ...]'``: formatting the
-floats in Python and parsing them again in the server cost ~0.3-0.5 ms per 512-d search, a
-tenth of a filtered 1M-row HNSW query, and most of a write: storing both vectors (512 + 1280
-floats) ran at ~500 rows/s as text and ~4,000 rows/s in binary (HNSW indexes aside). The binary
+floats in Python and parsing them again in the server was a visible part of a search and most
+of a write (docs/benchmarks.md, "Writing vectors into a populated catalog"). The binary
 form is the float32 array byte-swapped behind a 4-byte header, sent with no type oid and cast
 in SQL (``CAST(:q AS vector(512))``), so the server types the parameter from the cast and reads
 it with ``vector_recv``; no per-connection type lookup, and it works on any connection, before

@@ -46,7 +46,7 @@ def background(conn: Connection, catalog: Catalog, query: VectorQuery) -> float 
     """Mean cosine similarity of the query vector to the first BACKGROUND_SAMPLE embedded rows.
 
     The rows are the table's first in physical order: arbitrary with respect to any query, the
-    same for every page of a search, and read without a sort (~0.3 ms for 256 rows).
+    same for every page of a search, and read without a sort (cost: docs/benchmarks.md, match floor).
     """
     column = query.column.value
     model_column = "image_model" if query.column is VectorColumn.CLIP else "fallback_model"
