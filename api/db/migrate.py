@@ -27,6 +27,14 @@ MIGRATION_LOCK_KEY = 0x4C4F4F4B  # "LOOK"
 log = logging.getLogger(__name__)
 
 
+def migration_catalog() -> Catalog:
+    """The catalog the running migration script works on (migrations/env.py puts it in the config)."""
+    from alembic import context  # only meaningful inside a migration run
+
+    catalog: Catalog = context.config.attributes["catalog"]
+    return catalog
+
+
 def _config() -> Config:
     """The same configuration ``alembic.ini`` gives the CLI, without needing the file (a wheel has none)."""
     config = Config()

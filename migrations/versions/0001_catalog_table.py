@@ -11,15 +11,13 @@ because catalog rows are the shop's data, not Lookalike's (see docs/sql.md).
 
 from __future__ import annotations
 
-from alembic import context, op
+from alembic import op
 from sqlalchemy import text
 
-from api.db.catalog import Catalog
+from api.db.migrate import migration_catalog
 
 revision = "0001"
 down_revision = None
-branch_labels = None
-depends_on = None
 
 # Columns added to an existing table are nullable: existing rows have no value for them.
 CATALOG_COLUMNS = {
@@ -37,7 +35,7 @@ CATALOG_COLUMNS = {
 
 
 def upgrade() -> None:
-    catalog: Catalog = context.config.attributes["catalog"]
+    catalog = migration_catalog()
     table = catalog.qualified
     if catalog.attached:
         # The shop's table, with its fields mapped (LOOKALIKE_FIELD_*): nothing of it is Lookalike's

@@ -10,15 +10,14 @@ so downgrade drops all of it.
 
 from __future__ import annotations
 
-from alembic import context, op
+from alembic import op
 from sqlalchemy import text
 
 from api.db.catalog import Catalog
+from api.db.migrate import migration_catalog
 
 revision = "0002"
 down_revision = "0001"
-branch_labels = None
-depends_on = None
 
 
 def _column_type(catalog: Catalog, column: str) -> str | None:
@@ -36,7 +35,7 @@ def _column_type(catalog: Catalog, column: str) -> str | None:
 
 
 def upgrade() -> None:
-    catalog: Catalog = context.config.attributes["catalog"]
+    catalog = migration_catalog()
     table = catalog.qualified
     op.execute("CREATE EXTENSION IF NOT EXISTS vector")
     for column, ddl in {
@@ -86,7 +85,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    catalog: Catalog = context.config.attributes["catalog"]
+    catalog = migration_catalog()
     table = catalog.qualified
     for suffix in ("attributes_idx", "search_tsv_idx", "price_idx", "category_idx"):
         op.execute(f'DROP INDEX IF EXISTS "{catalog.schema}"."{catalog.index(suffix)}"')

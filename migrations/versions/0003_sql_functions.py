@@ -10,14 +10,12 @@ strict-order iterative scan, so a large k still returns k rows in true distance 
 
 from __future__ import annotations
 
-from alembic import context, op
+from alembic import op
 
-from api.db.catalog import Catalog
+from api.db.migrate import migration_catalog
 
 revision = "0003"
 down_revision = "0002"
-branch_labels = None
-depends_on = None
 
 RESULT_COLUMNS = """
     id bigint, sku text, name text, category text, price numeric, currency text,
@@ -26,7 +24,7 @@ RESULT_COLUMNS = """
 
 
 def upgrade() -> None:
-    catalog: Catalog = context.config.attributes["catalog"]
+    catalog = migration_catalog()
     if catalog.attached:
         return  # written for the mapping by api.db.catalog_objects, which also keeps them current
     table, schema = catalog.qualified, f'"{catalog.schema}"'
@@ -95,7 +93,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    catalog: Catalog = context.config.attributes["catalog"]
+    catalog = migration_catalog()
     # Whatever key type the functions were last written for (api.db.catalog_objects).
     op.execute(
         f"""

@@ -10,18 +10,16 @@ admin, a nightly import) invalidate cached search results too, not just writes t
 
 from __future__ import annotations
 
-from alembic import context, op
+from alembic import op
 
-from api.db.catalog import Catalog
+from api.db.migrate import migration_catalog
 
 revision = "0004"
 down_revision = "0003"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:
-    catalog: Catalog = context.config.attributes["catalog"]
+    catalog = migration_catalog()
     schema = f'"{catalog.schema}"'
     op.execute(
         f"""
@@ -55,7 +53,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    catalog: Catalog = context.config.attributes["catalog"]
+    catalog = migration_catalog()
     schema = f'"{catalog.schema}"'
     op.execute(f'DROP TRIGGER IF EXISTS "{catalog.index("catalog_version")}" ON {catalog.qualified}')
     op.execute(f"DELETE FROM {schema}.lookalike_catalog_state WHERE table_name = '{catalog.table}'")

@@ -12,21 +12,19 @@ The CLIP column's dimension is deliberately not touched here (``lookalike reembe
 
 from __future__ import annotations
 
-from alembic import context, op
+from alembic import op
 
-from api.db.catalog import Catalog
+from api.db.migrate import migration_catalog
 
 revision = "0005"
 down_revision = "0004"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:
-    catalog: Catalog = context.config.attributes["catalog"]
+    catalog = migration_catalog()
     op.execute(f'ALTER TABLE {catalog.qualified} ADD COLUMN IF NOT EXISTS "embed_source" text')
 
 
 def downgrade() -> None:
-    catalog: Catalog = context.config.attributes["catalog"]
+    catalog = migration_catalog()
     op.execute(f'ALTER TABLE {catalog.qualified} DROP COLUMN IF EXISTS "embed_source"')

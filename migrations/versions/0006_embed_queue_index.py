@@ -13,18 +13,16 @@ index, which holds only them and so stays tiny. Derived data: downgrade drops it
 
 from __future__ import annotations
 
-from alembic import context, op
+from alembic import op
 
-from api.db.catalog import Catalog
+from api.db.migrate import migration_catalog
 
 revision = "0006"
 down_revision = "0005"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:
-    catalog: Catalog = context.config.attributes["catalog"]
+    catalog = migration_catalog()
     if catalog.attached:
         return  # follows the mapped image column: api.db.catalog_objects builds it
     op.execute(
@@ -34,7 +32,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    catalog: Catalog = context.config.attributes["catalog"]
+    catalog = migration_catalog()
     op.execute(f'DROP INDEX IF EXISTS "{catalog.schema}"."{catalog.embed_queue_index}"')
 
 

@@ -13,19 +13,17 @@ trigger) are then kept current on every upgrade by :mod:`api.db.catalog_objects`
 
 from __future__ import annotations
 
-from alembic import context, op
+from alembic import op
 
-from api.db.catalog import Catalog
 from api.db.catalog_objects import install_unaccent
+from api.db.migrate import migration_catalog
 
 revision = "0007"
 down_revision = "0006"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:
-    catalog: Catalog = context.config.attributes["catalog"]
+    catalog = migration_catalog()
     if not catalog.attached:
         op.execute(f'ALTER TABLE {catalog.qualified} ADD COLUMN IF NOT EXISTS "url" text')
     install_unaccent(op.get_bind(), catalog)
@@ -34,5 +32,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     """Drops only what is derived: the trigger and its function. ``url`` may hold data a shop
     entered, so it stays, like every catalog column (see 0001)."""
-    catalog: Catalog = context.config.attributes["catalog"]
+    catalog = migration_catalog()
     op.execute(f'DROP TRIGGER IF EXISTS "{catalog.index("embed_notify")}" ON {catalog.qualified}')

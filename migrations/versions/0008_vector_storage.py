@@ -16,24 +16,22 @@ from __future__ import annotations
 
 import dataclasses
 
-from alembic import context, op
+from alembic import op
 
-from api.db.catalog import Catalog
 from api.db.catalog_objects import sync
 from api.db.clip_column import sync_storage
+from api.db.migrate import migration_catalog
 
 revision = "0008"
 down_revision = "0007"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:
-    catalog: Catalog = context.config.attributes["catalog"]
+    catalog = migration_catalog()
     sync_storage(op.get_bind(), catalog)
 
 
 def downgrade() -> None:
-    catalog: Catalog = context.config.attributes["catalog"]
+    catalog = migration_catalog()
     # The column back to vector, then the analyst functions rewritten for it.
     sync(op.get_bind(), dataclasses.replace(catalog, vector_storage="vector"))
