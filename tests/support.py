@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LOOKALIKE = [sys.executable, "-m", "api.cli"]
@@ -133,3 +134,42 @@ class ImageServer:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+class EncoderServiceProcess:
+    """``lookalike encoder serve`` (random-weight CLIP on torch, no MobileNetV2) on a fixed port,
+    startable again after a kill: the real encoder service for client and pool tests."""
+
+    def __init__(self, port: int, log: Path) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, *extra: str, timeout_s: float = 300.0) -> None:
+        command = [
+            *LOOKALIKE, "encoder", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+            "--random-weights", "--no-mobilenet", "--device", "cpu", "--batch-size", "8",
+            "--clip-runtime", "torch", "--log-level", "warning", *extra,
+        ]  # fmt: skip
+        with self.log.open("ab") as sink:
+            self.proc = subprocess.Popen(
+                command, cwd=REPO_ROOT, stdout=sink, stderr=subprocess.STDOUT, env=os.environ
+            )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"encoder service exited with {self.proc.returncode}:\n{self.log.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        pytest.fail(f"encoder service did not start within {timeout_s}s:\n{self.log.read_text()}")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.proc = None

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 
@@ -19,61 +15,16 @@ from encoder.client import RemoteEncoder
 from encoder.clip import ClipEncoder
 from encoder.errors import EncoderUnavailableError, InvalidImageError
 from encoder.images import decode_image
-from tests.support import LOOKALIKE
+from tests.support import EncoderServiceProcess, free_port
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 CONNECT_TIMEOUT_S = 1.0
 RESET_AFTER_S = 1.0
 THRESHOLD = 2
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class ServiceProcess:
-    """``lookalike encoder serve`` on a fixed port, startable again after a kill."""
-
-    def __init__(self, port: int, log: Path) -> None:
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout_s: float = 90.0) -> None:
-        command = [
-            *LOOKALIKE, "encoder", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-            "--random-weights", "--no-mobilenet", "--device", "cpu", "--batch-size", "8",
-            "--clip-runtime", "torch", "--log-level", "warning",
-        ]  # fmt: skip
-        with self.log.open("ab") as sink:
-            self.proc = subprocess.Popen(
-                command, cwd=REPO_ROOT, stdout=sink, stderr=subprocess.STDOUT, env=os.environ
-            )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"encoder service exited with {self.proc.returncode}:\n{self.log.read_text()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        pytest.fail(f"encoder service did not start within {timeout_s}s:\n{self.log.read_text()}")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self.proc = None
-
-
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
-    process = ServiceProcess(_free_port(), tmp_path_factory.mktemp("service") / "service.log")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EncoderServiceProcess]:
+    process = EncoderServiceProcess(free_port(), tmp_path_factory.mktemp("service") / "service.log")
     process.start()
     try:
         yield process
@@ -88,7 +39,7 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def remote(service: ServiceProcess, clock: ManualClock) -> Iterator[RemoteEncoder]:
+def remote(service: EncoderServiceProcess, clock: ManualClock) -> Iterator[RemoteEncoder]:
     with breaker_clock(clock):
         client = RemoteEncoder(
             service.url,
@@ -128,7 +79,7 @@ def test_invalid_image_is_not_a_circuit_failure(remote: RemoteEncoder) -> None:
 
 
 def test_killed_service_opens_the_circuit_and_restart_closes_it(
-    service: ServiceProcess, remote: RemoteEncoder, clock: ManualClock, sample_jpegs: list[Path]
+    service: EncoderServiceProcess, remote: RemoteEncoder, clock: ManualClock, sample_jpegs: list[Path]
 ) -> None:
     blob = sample_jpegs[0].read_bytes()
     remote.encode_image_bytes([blob])  # healthy

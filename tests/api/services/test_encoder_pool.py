@@ -4,13 +4,10 @@ an instance restarted with another CLIP model is noticed by the next health prob
 
 from __future__ import annotations
 
-import os
-import subprocess
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -19,53 +16,15 @@ from api.main import build_state, create_app
 from api.settings import Settings
 from api.state import AppState
 from tests.live_api import serve_in_thread
-from tests.support import LOOKALIKE, REPO_ROOT, free_port
+from tests.support import EncoderServiceProcess, free_port
 
 CLIENTS = 4
 
 
-class EncoderProcess:
-    """``lookalike encoder serve`` (random-weight CLIP only) on a fixed port."""
-
-    def __init__(self, port: int, log: Path) -> None:
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, *extra: str) -> None:
-        command = [
-            *LOOKALIKE, "encoder", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-            "--random-weights", "--no-mobilenet", "--device", "cpu", "--batch-size", "8",
-            "--clip-runtime", "torch", "--log-level", "warning", *extra,
-        ]  # fmt: skip
-        with self.log.open("ab") as sink:
-            self.proc = subprocess.Popen(
-                command, cwd=REPO_ROOT, stdout=sink, stderr=subprocess.STDOUT, env=os.environ
-            )
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"encoder service exited with {self.proc.returncode}:\n{self.log.read_text()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        pytest.fail(f"encoder service did not start:\n{self.log.read_text()}")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self.proc = None
-
-
 @pytest.fixture(scope="module")
-def encoders(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[EncoderProcess]]:
+def encoders(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[EncoderServiceProcess]]:
     folder = tmp_path_factory.mktemp("encoders")
-    processes = [EncoderProcess(free_port(), folder / f"encoder-{i}.log") for i in range(2)]
+    processes = [EncoderServiceProcess(free_port(), folder / f"encoder-{i}.log") for i in range(2)]
     try:
         for process in processes:
             process.start()
@@ -77,7 +36,7 @@ def encoders(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[EncoderP
 
 @pytest.fixture(scope="module")
 def pooled_api(
-    encoders: list[EncoderProcess], create_database: Callable[[], str], make_settings: Callable[..., Settings]
+    encoders: list[EncoderServiceProcess], create_database: Callable[[], str], make_settings: Callable[..., Settings]
 ) -> Iterator[tuple[str, AppState]]:
     settings = make_settings(
         database_url=create_database(),
@@ -133,7 +92,7 @@ def _run_load(
 
 
 def test_killing_one_of_two_under_load_costs_nothing(
-    encoders: list[EncoderProcess], pooled_api: tuple[str, AppState]
+    encoders: list[EncoderServiceProcess], pooled_api: tuple[str, AppState]
 ) -> None:
     url, state = pooled_api
     remote = state.hub._remote
@@ -152,7 +111,7 @@ def test_killing_one_of_two_under_load_costs_nothing(
 
 
 def test_a_restart_with_another_model_is_noticed_on_the_next_probe(
-    encoders: list[EncoderProcess], pooled_api: tuple[str, AppState]
+    encoders: list[EncoderServiceProcess], pooled_api: tuple[str, AppState]
 ) -> None:
     url, state = pooled_api
     remote = state.hub._remote
