@@ -99,29 +99,14 @@ def test_a_missing_vector_from_a_down_model_keeps_the_old_one_for_the_same_image
             Embeddings("sha", np.ones(512, np.float32), "clip-a", np.ones(1280, np.float32), "mobilenet"),
         )
         write_embedded(conn, catalog, [full])
-        write_embedded(
-            conn,
-            catalog,
-            [
-                Embedded(
-                    row.id,
-                    row.image_url,
-                    Embeddings("sha", None, None, np.ones(1280, np.float32), "mobilenet"),
-                )
-            ],
-        )
+
+        def without_clip(sha: str) -> list[Embedded]:
+            fallback_only = Embeddings(sha, None, None, np.ones(1280, np.float32), "mobilenet")
+            return [Embedded(row.id, row.image_url, fallback_only)]
+
+        write_embedded(conn, catalog, without_clip("sha"))
         kept = conn.execute(text("SELECT image_model FROM products")).scalar()
-        write_embedded(
-            conn,
-            catalog,
-            [
-                Embedded(
-                    row.id,
-                    row.image_url,
-                    Embeddings("new", None, None, np.ones(1280, np.float32), "mobilenet"),
-                )
-            ],
-        )
+        write_embedded(conn, catalog, without_clip("new"))
         dropped = conn.execute(text("SELECT image_model FROM products")).scalar()
     assert (kept, dropped) == ("clip-a", None)
 
