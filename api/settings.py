@@ -65,7 +65,9 @@ class Settings(BaseSettings):
     category_indexes: bool = True
     """Give large categories their own partial HNSW index (see ``api.db.category_indexes``);
     kept in step by the background worker after each round of embedding."""
-    category_index_min_rows: int = 5_000
+    category_index_min_rows: int = 1_000
+    """Smaller categories are ranked exactly when filtered on (``api.db.search``), which reads
+    every row's TOASTed vector: far dearer per row than a walk of their own small index."""
     category_index_max_share: float = 0.3
     """Categories above this share of the catalog stay on the main index, which serves them well."""
     category_index_max: int = 64

@@ -157,7 +157,10 @@ def seed(
     with database.engine.begin() as conn:
         existing = conn.exec_driver_sql(f"SELECT count(*) FROM {TABLE}").scalar() or 0
     if existing == rows and not reseed:
-        return {"reused": True}
+        settings = database.settings
+        report = sync(database, Catalog.from_settings(settings), CategoryIndexPolicy.from_settings(settings))
+        print(report.render(), flush=True)  # the policy may have changed since the build
+        return {"reused": True, "category_indexes": report.created + report.kept}
     with database.autocommit() as conn:
         hnsw = conn.exec_driver_sql(
             "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'products' AND indexdef LIKE '%%hnsw%%'"

@@ -40,7 +40,7 @@ SYNC_LOCK_KEY = 0x4C4F4F43
 
 @dataclass(frozen=True)
 class CategoryIndexPolicy:
-    min_rows: int = 5_000
+    min_rows: int = 1_000
     max_share: float = 0.3
     max_indexes: int = 64
 
@@ -116,6 +116,11 @@ def sync(database: Database, catalog: Catalog, policy: CategoryIndexPolicy) -> S
             _sync_locked(conn, catalog, policy, report)
         finally:
             conn.execute(text("SELECT pg_advisory_unlock(CAST(:k AS integer), hashtext(:t))"), lock)
+    if report.created or report.dropped:
+        # This process's searches see the new indexes now; other processes within INDEXED_TTL_S.
+        from api.db.search import forget_plan_caches
+
+        forget_plan_caches()
     return report
 
 

@@ -238,7 +238,7 @@ class Plan(StrEnum):
     """Exact distance over the rows the filter keeps, no vector index: the filter keeps few."""
 
 
-EXACT_MAX_ROWS = 5_000
+EXACT_MAX_ROWS = 2_000
 """Never rank more kept rows than this exactly (every kept row's distance, then a top-n sort)."""
 EXACT_COST_RATIO = 0.5
 """A visited index tuple's cost over an exactly ranked row's (which de-TOASTs a 2 KB vector), for
