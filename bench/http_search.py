@@ -16,7 +16,6 @@ import asyncio
 import io
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -28,13 +27,13 @@ from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
-
 from api.db import migrate  # noqa: E402
 from api.db.catalog import Catalog  # noqa: E402
 from api.db.category_indexes import CategoryIndexPolicy, sync  # noqa: E402
 from api.db.engine import Database  # noqa: E402
 from api.services.encoders import EncoderHub  # noqa: E402
 from api.settings import Settings  # noqa: E402
+from bench.report import write_results  # noqa: E402
 
 DATASET = Path(os.environ.get("LOOKALIKE_DATASET_DIR", REPO_ROOT.parent / "shared/datasets/clothing-small"))
 COLORS = ("red", "blue", "black", "white", "green", "striped", "denim", "floral")
@@ -293,14 +292,7 @@ def main() -> int:
         server.terminate()
         server.wait(30)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
-        "products": args.products,
-        "command": " ".join(sys.argv),
-    }
-    args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    write_results(args.out, rows, products=args.products)
     print("\n| query | concurrency | p50 ms | p95 ms | p99 ms | req/s |\n|---|---|---|---|---|---|")
     for row in rows:
         print(

@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -23,11 +20,11 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
-
 from fastapi import FastAPI  # noqa: E402
 
 from api.observability.middleware import ObservabilityMiddleware  # noqa: E402
 from api.services.metrics import Metrics  # noqa: E402
+from bench.report import write_results  # noqa: E402
 
 
 def build(instrumented: bool) -> FastAPI:
@@ -97,15 +94,7 @@ def main() -> int:
             {"round": round_, "side": "Metrics.record", "us_per_search": round(record_cost(args.requests), 2)}
         )
         print(rows[-1], flush=True)
-    meta = {
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
-        "load_average": os.getloadavg(),
-        "command": " ".join(sys.argv),
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    write_results(args.out, rows)
     return 0
 
 

@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import pickle
-import platform
 import random
 import re
 import subprocess
@@ -38,8 +36,8 @@ import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
-
 from bench.http_search import _multipart, query_images, seed  # noqa: E402
+from bench.report import write_results  # noqa: E402
 
 OFF = 100_000
 """An admission limit no load here reaches: admission control effectively off (run B)."""
@@ -310,17 +308,7 @@ def main() -> int:
                     **result,
                 }
             )
-    meta = {
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
-        "loadavg_at_end": os.getloadavg(),
-        "products": args.products,
-        "capacity_per_s": capacity,
-        "command": " ".join(sys.argv),
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"meta": meta, "runs": runs}, indent=2))
+    write_results(args.out, runs, key="runs", products=args.products, capacity_per_s=capacity)
     print(
         "\n| run | loadavg | load | offered/s | ok/s | admitted p50 | admitted p99 | p99 / unloaded p99 "
         "| 503s | 503 p50 | 503 p99 | 503 max | other |"

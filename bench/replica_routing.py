@@ -12,9 +12,6 @@ A (primary) and B (replica) to spread the machine's drift over both.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -24,9 +21,9 @@ from sqlalchemy import text
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
-
 from api.db.engine import Database  # noqa: E402
 from api.settings import Settings  # noqa: E402
+from bench.report import write_results  # noqa: E402
 from tests.pg_cluster import LocalPostgres, wait_until  # noqa: E402
 
 QUERY = text("SELECT count(*) FROM pg_class WHERE relkind = 'r'")
@@ -94,15 +91,7 @@ def main() -> int:
         if standby is not None:
             standby.destroy()
         primary.destroy()
-    meta = {
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
-        "load_average": os.getloadavg(),
-        "command": " ".join(sys.argv),
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    write_results(args.out, rows)
     return 0
 
 

@@ -18,7 +18,6 @@ import argparse
 import http.client
 import json
 import os
-import platform
 import socket
 import subprocess
 import sys
@@ -29,8 +28,8 @@ import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
-
 from bench.http_search import COLORS, seed  # noqa: E402
+from bench.report import write_results  # noqa: E402
 
 LABELS = ("dress", "shirt", "shoes", "hat", "pants")
 
@@ -213,15 +212,7 @@ def main() -> int:
             finally:
                 server.terminate()
                 server.wait(30)
-    meta = {
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
-        "products": args.products,
-        "requests": args.requests,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    write_results(args.out, rows, products=args.products, requests=args.requests)
     return 0
 
 

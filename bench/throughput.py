@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -39,8 +38,8 @@ import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
-
 from bench.http_search import query_images, seed  # noqa: E402
+from bench.report import write_results  # noqa: E402
 
 SERVE = [sys.executable, "-m", "api.cli"]
 TOPOLOGIES: dict[str, tuple[int, int]] = {
@@ -245,15 +244,7 @@ def main() -> int:
             row["load_before"], row["load_after"] = load_before, _loadavg()
             rows.append(row)
             print(json.dumps(row), flush=True)
-    meta = {
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
-        "products": args.products,
-        "command": " ".join(sys.argv),
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    write_results(args.out, rows, products=args.products)
     print(
         "\n| round | topology | queries/s | p50 ms | p99 ms | errors | modes | per API process | per encoder | load |"
         "\n|---|---|---|---|---|---|---|---|---|---|"
