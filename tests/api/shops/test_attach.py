@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, create_engine, text
 
 from api.db.catalog import DERIVED_COLUMNS
-from api.db.search import Filters, Page, VectorColumn, VectorQuery, explain, search
+from api.db.search import Filters, Page, Plan, VectorColumn, VectorQuery, choose_plan, explain, search
 from api.main import build_state, create_app
 from api.services.ingest.worker import EmbeddingWorker
 from api.settings import Settings
@@ -222,7 +222,14 @@ def test_searches_under_the_visibility_predicate_stay_on_the_hnsw_index_with_ful
         conn.exec_driver_sql("SET LOCAL enable_seqscan = off")  # a tiny table: make the choice visible
         plan = explain(conn, catalog, query, Filters(), page)
         hits = search(conn, catalog, query, Filters(), page)
-    assert catalog.image_index in plan, plan
+        # Issue 20: the plan follows PostgreSQL's estimate of the visible rows, which on a table
+        # this small (never analysed) may say "few" (ranked exactly) or not (the HNSW walk);
+        # tests/api/db/test_filtered_plans.py pins both on an analysed catalog.
+        chosen = choose_plan(conn, catalog, query, Filters(), page)
+    if chosen is Plan.EXACT:
+        assert "_hnsw" not in plan, plan
+    else:
+        assert catalog.image_index in plan, plan
     assert len(hits) == 5 and {h.sku for h in hits} <= {p.sku for p in attached.visible}
 
 
