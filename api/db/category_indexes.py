@@ -32,6 +32,7 @@ from api.db.vector_indexes import hnsw_indexes
 from api.settings import Settings
 
 log = logging.getLogger(__name__)
+_changes = 0
 
 NAME_SUFFIX = re.compile(r"_cat_[0-9a-f]{12}_hnsw$")
 SYNC_LOCK_KEY = 0x4C4F4F43
@@ -117,11 +118,15 @@ def sync(database: Database, catalog: Catalog, policy: CategoryIndexPolicy) -> S
         finally:
             conn.execute(text("SELECT pg_advisory_unlock(CAST(:k AS integer), hashtext(:t))"), lock)
     if report.created or report.dropped:
-        # This process's searches see the new indexes now; other processes within INDEXED_TTL_S.
-        from api.db.search import forget_plan_caches
-
-        forget_plan_caches()
+        global _changes
+        _changes += 1  # this process's searches re-read their plan inputs (api.db.search); others within its TTL
     return report
+
+
+def changes() -> int:
+    """How many syncs in this process created or dropped an index: plan caches keyed on the
+    indexes (api.db.search) start afresh when it moves."""
+    return _changes
 
 
 def _sync_locked(conn: Connection, catalog: Catalog, policy: CategoryIndexPolicy, report: SyncReport) -> None:

@@ -43,8 +43,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
+from api.db import category_indexes
 from api.db.binary_vector import BinaryVector, query_vector_param
 from api.db.catalog import Catalog, Listing
+from api.db.category_indexes import category_of_index
 
 # Upper bound on tuples an iterative scan may visit before giving up on filling a page; large
 # enough for a filter that keeps ~0.5% of a million rows, small enough to bound the worst case.
@@ -256,6 +258,7 @@ _ESTIMATES_MAX = 4096
 
 _cache_lock = threading.Lock()
 _estimates: OrderedDict[tuple[Any, ...], tuple[float, float]] = OrderedDict()
+_seen_index_changes = 0
 _indexed: dict[tuple[Any, Catalog], tuple[float, frozenset[str]]] = {}
 
 
@@ -321,6 +324,7 @@ def category_branches(
 def estimated_rows(conn: Connection, catalog: Catalog, column: VectorColumn, filters: Filters) -> float:
     """PostgreSQL's own estimate of the rows a filter keeps (its statistics: MCVs, histograms),
     one ``EXPLAIN`` per distinct filter, reused for ESTIMATE_TTL_S."""
+    _forget_if_indexes_changed()
     key = (
         conn.engine.url,
         catalog,
@@ -352,14 +356,13 @@ def estimated_rows(conn: Connection, catalog: Catalog, column: VectorColumn, fil
 
 def indexed_categories(conn: Connection, catalog: Catalog) -> frozenset[str]:
     """Categories whose partial index exists and is valid (:mod:`api.db.category_indexes`)."""
+    _forget_if_indexes_changed()
     now = time.monotonic()
     key = (conn.engine.url, catalog)
     with _cache_lock:
         cached = _indexed.get(key)
     if cached is not None and cached[0] > now:
         return cached[1]
-    from api.db.category_indexes import category_of_index
-
     categories = category_of_index(conn, catalog)
     with _cache_lock:
         _indexed[key] = (now + INDEXED_TTL_S, categories)
@@ -368,9 +371,16 @@ def indexed_categories(conn: Connection, catalog: Catalog) -> frozenset[str]:
 
 def forget_plan_caches() -> None:
     """Drop cached estimates and index lists (after a bulk load or an index build, and in tests)."""
+    global _seen_index_changes
     with _cache_lock:
         _estimates.clear()
         _indexed.clear()
+        _seen_index_changes = category_indexes.changes()
+
+
+def _forget_if_indexes_changed() -> None:
+    if _seen_index_changes != category_indexes.changes():
+        forget_plan_caches()
 
 
 def exact_statement(catalog: Catalog, query: VectorQuery, filters: Filters, page: Page) -> Select[Any]:

@@ -1,31 +1,34 @@
 """The encoders the API serves with, built from settings, and which of them are up right now.
 
-CLIP runs in-process, or in the encoder service when ``LOOKALIKE_ENCODER_URL`` is set. The
-MobileNetV2 fallback always runs in-process: it is what answers when the service is down.
-An in-process CLIP whose weights could not be loaded is retried now and then, so dropping a
-checkpoint into place (or the network coming back) heals the service without a restart.
+CLIP runs in-process (:class:`api.services.clip_loader.ClipLoader`, which also retries a failed
+load), or in the encoder service when ``LOOKALIKE_ENCODER_URL`` is set (:func:`serving_remote`
+checks it may be used). The MobileNetV2 fallback always runs in-process: it is what answers when
+the service is down. Health entries are shaped in :mod:`api.services.encoder_health`.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from api.services.clip_loader import RELOAD_AFTER_S, ClipLoader
+from api.services.encoder_health import down, local_health, remote_clip_health
 from api.settings import Settings
-from encoder.base import Encoder, EncoderDescription
+from encoder.base import Encoder
 from encoder.errors import EncoderUnavailableError
-from encoder.factory import build_clip_encoder, build_mobilenet_encoder, build_remote_encoder
+from encoder.factory import build_mobilenet_encoder, build_remote_encoder
 from encoder.registry import MOBILENET_MODEL_ID
 
 if TYPE_CHECKING:
     from encoder.circuit import CircuitBreaker
     from encoder.client import PoolBreaker, RemoteEncoder
 
+__all__ = ["RANDOM_SUFFIX", "RELOAD_AFTER_S", "EncoderHub", "serving_remote", "stored_model_id"]
+
 log = logging.getLogger(__name__)
 
-RELOAD_AFTER_S = 60.0
 RANDOM_SUFFIX = "@random"
 """Marks vectors made by random-weight test models, so real weights later count them as stale."""
 
@@ -35,19 +38,30 @@ def stored_model_id(encoder: Encoder) -> str:
     return encoder.model_id + (RANDOM_SUFFIX if encoder.weights_source == "random" else "")
 
 
+def serving_remote(remote: RemoteEncoder, expected_model: str) -> RemoteEncoder:
+    """The encoder service, if it may serve now: its circuit is not open and it serves the
+    configured model (another model's vectors would not fit, or not mean the same as, ours)."""
+    if remote.breaker.state == "open":
+        remote.breaker.before_call()  # raises with the breaker's own explanation
+    served = remote.info()["model_id"]  # fetched once, then cached by the client
+    if served != expected_model:
+        raise EncoderUnavailableError(
+            f"encoder service serves {served} but LOOKALIKE_CLIP_MODEL is {expected_model}"
+        )
+    return remote
+
+
 class EncoderHub:
-    def __init__(self, settings: Settings) -> None:
+    """CLIP (local or remote) and the MobileNetV2 fallback, each available or down with a reason."""
+
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
-        self._lock = threading.Lock()
-        self._clip: Encoder | None = None
-        self._clip_reason: str | None = None
-        self._clip_tried_at = 0.0
-        self._clip_reloading = False
+        self.clip_loader = ClipLoader(settings, clock)
         self._mobilenet: Encoder | None = None
         self._mobilenet_reason: str | None = None
-        self._remote: RemoteEncoder | None = None
+        self.remote: RemoteEncoder | None = None
         if settings.encoder_url:
-            self._remote = build_remote_encoder(
+            self.remote = build_remote_encoder(
                 settings.encoder_url,
                 "clip",
                 timeout_s=settings.encoder_timeout_s,
@@ -59,46 +73,8 @@ class EncoderHub:
     def load(self) -> None:
         """Load the in-process models (at startup, so the first request does not pay for it)."""
         self._load_mobilenet()
-        if self._remote is None:
-            self._load_clip()
-
-    def _load_clip(self) -> None:
-        self._clip_tried_at = time.monotonic()
-        try:
-            self._clip = build_clip_encoder(
-                self.settings.clip_model,
-                weights_path=self.settings.clip_weights_path,
-                random_weights=self.settings.clip_random_weights,
-                device=self.settings.device,
-                batch_size=self.settings.batch_size,
-                # Exported models go to the user cache dir (XDG_CACHE_HOME), not data_dir: they
-                # are rebuildable, and one export then serves every data dir on the machine.
-                runtime=self.settings.clip_runtime,
-            )
-            self._clip_reason = None
-            runtime = self._clip.description().runtime
-            log.info("CLIP %s ready on %s (%s)", self._clip.model_id, self._clip.device, runtime)
-        except EncoderUnavailableError as exc:
-            self._clip, self._clip_reason = None, str(exc)
-            log.warning("CLIP unavailable, search runs in fallback modes: %s", exc)
-
-    def _reload_clip_in_background(self) -> None:
-        """Retry loading CLIP on a thread of its own: a load can take a minute, and it once ran
-        inside the request that noticed it was due, which waited for it. Requests meanwhile keep
-        being served by the fallback modes; one retry at a time, at most every RELOAD_AFTER_S."""
-        with self._lock:
-            if self._clip_reloading or time.monotonic() - self._clip_tried_at <= RELOAD_AFTER_S:
-                return
-            self._clip_reloading = True
-            self._clip_tried_at = time.monotonic()
-
-        def reload() -> None:
-            try:
-                self._load_clip()
-            finally:
-                self._clip_reloading = False
-
-        threading.Thread(target=reload, name="lookalike-clip-reload", daemon=True).start()
+        if self.remote is None:
+            self.clip_loader.load()
 
     def _load_mobilenet(self) -> None:
         try:
@@ -110,21 +86,9 @@ class EncoderHub:
 
     def clip(self) -> Encoder:
         """The CLIP encoder, or EncoderUnavailableError with the reason (never random weights)."""
-        if self._remote is not None:
-            if self._remote.breaker.state == "open":
-                self._remote.breaker.before_call()  # raises with the breaker's own explanation
-            served = self._remote.info()["model_id"]  # fetched once, then cached by the client
-            if served != self.settings.clip_model:
-                # Its vectors would not fit (or not mean the same as) the stored ones.
-                raise EncoderUnavailableError(
-                    f"encoder service serves {served} but LOOKALIKE_CLIP_MODEL is {self.settings.clip_model}"
-                )
-            return self._remote
-        if self._clip is None and time.monotonic() - self._clip_tried_at > RELOAD_AFTER_S:
-            self._reload_clip_in_background()
-        if self._clip is None:
-            raise EncoderUnavailableError(self._clip_reason or "CLIP is not loaded")
-        return self._clip
+        if self.remote is not None:
+            return serving_remote(self.remote, self.settings.clip_model)
+        return self.clip_loader.get()
 
     def mobilenet(self) -> Encoder:
         if self._mobilenet is None:
@@ -144,72 +108,31 @@ class EncoderHub:
     @property
     def decode_size(self) -> int:
         """Shortest side any of our models resizes to; JPEG decoding may draft down to it."""
-        sizes = [e.decode_size for e in (self._clip, self._mobilenet) if e is not None]
+        sizes = [e.decode_size for e in (self.clip_loader.encoder, self._mobilenet) if e is not None]
         return max([s for s in sizes if s] or [256])
 
     def circuits(self) -> dict[str, CircuitBreaker | PoolBreaker]:
         """The encoder service's circuit by its URL(s) (for /metrics); empty when CLIP is in-process."""
-        if self._remote is None:
+        if self.remote is None:
             return {}
-        return {self._remote.base_url: self._remote.breaker}
+        return {self.remote.base_url: self.remote.breaker}
 
     def health(self) -> dict[str, Any]:
         return {"clip": self._clip_health(), "fallback_encoder": self._mobilenet_health()}
 
     def _clip_health(self) -> dict[str, Any]:
-        if self._remote is not None:
-            try:
-                if self._remote.breaker.state == "open":
-                    self._remote.breaker.before_call()  # raises: no probe while the circuit is open
-                # A live probe: the client's cached info() would report a dead service as fine.
-                info = self._remote.health().get("models", {}).get("clip", {})
-                if not info.get("available"):
-                    raise EncoderUnavailableError(
-                        f"encoder service has no CLIP: {info.get('reason', 'not loaded')}"
-                    )
-            except EncoderUnavailableError as exc:
-                return {
-                    "status": "down",
-                    "model": self.clip_model_id,
-                    "service": self._remote.base_url,
-                    "reason": str(exc),
-                    "circuit": self._remote.breaker.state,
-                }
-            return {
-                "status": "ok",
-                "model": info.get("model_id"),
-                "dim": info.get("dim"),
-                "device": f"remote:{info.get('device')}",
-                "weights": info.get("weights_source"),
-                "service": self._remote.base_url,
-                "circuit": self._remote.breaker.state,
-            }
-        if self._clip is None:
-            return {"status": "down", "model": self.clip_model_id, "reason": self._clip_reason}
-        return _local_health(self._clip.description())
+        if self.remote is not None:
+            return remote_clip_health(self.remote, self.clip_model_id)
+        clip = self.clip_loader.encoder
+        if clip is None:
+            return down(self.clip_loader.reason, model=self.clip_model_id)
+        return local_health(clip.description())
 
     def _mobilenet_health(self) -> dict[str, Any]:
         if self._mobilenet is None:
-            return {"status": "down", "reason": self._mobilenet_reason}
-        return _local_health(self._mobilenet.description())
+            return down(self._mobilenet_reason)
+        return local_health(self._mobilenet.description())
 
     def close(self) -> None:
-        if self._remote is not None:
-            self._remote.close()
-
-
-def _local_health(described: EncoderDescription) -> dict[str, Any]:
-    """An in-process encoder's health entry; ``forward_passes``: passes run and calls merged into
-    another's pass, per input kind (see encoder.inference)."""
-    health: dict[str, Any] = {
-        "status": "ok",
-        "model": described.model_id,
-        "dim": described.dim,
-        "device": described.device,
-        "weights": described.weights_source,
-    }
-    if described.runtime is not None:
-        health["runtime"] = {"image": described.runtime, "text": described.text_runtime}
-    health["preprocess_on"] = described.preprocess_on
-    health["forward_passes"] = described.forward_pass_stats()
-    return health
+        if self.remote is not None:
+            self.remote.close()

@@ -95,7 +95,7 @@ def test_killing_one_of_two_under_load_costs_nothing(
     encoders: list[EncoderServiceProcess], pooled_api: tuple[str, AppState]
 ) -> None:
     url, state = pooled_api
-    remote = state.hub._remote
+    remote = state.hub.remote
     assert remote is not None and len(remote.instances) == 2
     served_before = [i.served for i in remote.instances]
     modes, errors = _run_load(url, 4, encoders[1].kill, 4, "kill")
@@ -114,7 +114,7 @@ def test_a_restart_with_another_model_is_noticed_on_the_next_probe(
     encoders: list[EncoderServiceProcess], pooled_api: tuple[str, AppState]
 ) -> None:
     url, state = pooled_api
-    remote = state.hub._remote
+    remote = state.hub.remote
     assert remote is not None
     encoders[1].kill()
     encoders[1].start("--clip-model", "ViT-B-32__openai")  # same width, other meaning: must not be mixed

@@ -11,20 +11,24 @@ import pytest
 
 from api.services.encoders import RELOAD_AFTER_S, EncoderHub
 from api.settings import Settings
+from encoder.circuit import ManualClock
 from encoder.errors import EncoderUnavailableError
 
 
 def test_a_due_clip_reload_does_not_hold_the_request(
     make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
-    hub = EncoderHub(make_settings(clip_random_weights=False, clip_weights_path=tmp_path / "missing.pt"))
+    clock = ManualClock()
+    hub = EncoderHub(
+        make_settings(clip_random_weights=False, clip_weights_path=tmp_path / "missing.pt"), clock=clock
+    )
     hub.load()
     try:
         with pytest.raises(EncoderUnavailableError, match="does not exist"):
             hub.clip()
         # The weights "arrive" (random weights: a real model build of a few seconds) and a re-load is due.
-        hub.settings = make_settings()
-        hub._clip_tried_at -= RELOAD_AFTER_S + 1
+        hub.settings = hub.clip_loader.settings = make_settings()
+        clock.advance(RELOAD_AFTER_S + 1)
         started = time.monotonic()
         with pytest.raises(EncoderUnavailableError):
             hub.clip()  # answered from the last known state while the load runs elsewhere
@@ -39,6 +43,6 @@ def test_a_due_clip_reload_does_not_hold_the_request(
         load_s = time.monotonic() - started
         assert clip.model_id == hub.settings.clip_model
         assert request_s < load_s / 4, (request_s, load_s)
-        assert not hub._clip_reloading
+        assert not hub.clip_loader.reloading
     finally:
         hub.close()
