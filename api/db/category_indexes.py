@@ -134,7 +134,7 @@ def _sync_locked(conn: Connection, catalog: Catalog, policy: CategoryIndexPolicy
     existing = existing_indexes(conn, catalog)
     for name, valid in existing.items():
         if name not in wanted or not valid:
-            conn.exec_driver_sql(f'DROP INDEX CONCURRENTLY IF EXISTS "{catalog.schema}"."{name}"')
+            conn.exec_driver_sql(f"DROP INDEX CONCURRENTLY IF EXISTS {catalog.in_schema(name)}")
             if name not in wanted:
                 report.dropped.append(name)
     for name, category in wanted.items():
