@@ -23,8 +23,9 @@ test: setup
 	$(BIN)/ruff check .
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-# Our own quick lane: no slow-marked tests (3,068-photo ingests, multi-process, schemathesis)
-# and no browser tests. CI always runs `make test`.
+# Our own quick lane (a few minutes): no slow-marked tests (photo-set ingests, large seeded
+# catalogs for plan tests, extra processes and servers, schemathesis) and no browser tests.
+# CI always runs `make test`, which runs everything.
 test-fast: setup
 	$(BIN)/ruff check .
 	$(BIN)/pytest -m "not slow" --ignore=tests/web -q $(PYTEST_ARGS)

@@ -6,8 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from api.settings import Settings
 from tests.support import clean_env, run_cli
+
+pytestmark = pytest.mark.slow  # runs CLI processes against a database: not in `make test-fast`
 
 
 def test_reembed_rejects_an_unknown_model_and_ingest_needs_a_source(

@@ -6,11 +6,14 @@ import signal
 import subprocess
 from collections.abc import Callable
 
+import pytest
 from fastapi.testclient import TestClient
 
 from api.main import build_state, create_app
 from api.settings import Settings
 from tests.support import LOOKALIKE, REPO_ROOT, clean_env, free_port, wait_for_http
+
+pytestmark = pytest.mark.slow  # starts `lookalike serve`: not in `make test-fast`
 
 
 def test_serve_answers_health_with_database_and_pgvector_versions(create_database: Callable[[], str]) -> None:

@@ -17,6 +17,8 @@ from encoder.errors import EncoderUnavailableError, InvalidImageError
 from encoder.images import decode_image
 from tests.support import EncoderServiceProcess, free_port
 
+pytestmark = pytest.mark.slow  # starts and kills an encoder service: not in `make test-fast`
+
 CONNECT_TIMEOUT_S = 1.0
 RESET_AFTER_S = 1.0
 THRESHOLD = 2

@@ -20,6 +20,8 @@ from encoder.factory import build_clip_encoder
 from encoder.images import decode_image
 from encoder.registry import DEFAULT_CLIP_MODEL, clip_spec
 
+pytestmark = pytest.mark.slow  # exports and checks ONNX models: not in `make test-fast`
+
 pytest.importorskip("onnxruntime")
 
 MAX_PIXELS = 40_000_000

@@ -15,6 +15,8 @@ from encoder.factory import build_clip_encoder
 from encoder.images import decode_image
 from encoder.registry import DEFAULT_CLIP_MODEL
 
+pytestmark = pytest.mark.slow  # builds OpenVINO models: not in `make test-fast`
+
 pytest.importorskip("openvino")
 pytest.importorskip("onnxruntime")
 

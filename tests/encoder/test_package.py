@@ -10,6 +10,8 @@ import pytest
 
 from tests.support import REPO_ROOT, clean_env
 
+pytestmark = pytest.mark.slow  # imports torch in fresh processes: not in `make test-fast`
+
 # Imports the entry point, then torch (if the entry point has not already loaded it, as the
 # API does lazily), recording GOMP_SPINCOUNT at the moment torch first loads: libgomp reads it
 # only then.

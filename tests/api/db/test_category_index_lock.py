@@ -6,11 +6,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+import pytest
 from sqlalchemy import text
 
 from api.db.category_indexes import SYNC_LOCK_KEY, existing_indexes, sync
 from api.settings import Settings
 from tests.api.db.test_category_indexes import POLICY, _catalog
+
+pytestmark = pytest.mark.slow  # builds indexes from two processes: not in `make test-fast`
 
 
 def test_a_sync_held_elsewhere_is_skipped_then_runs_once_free(

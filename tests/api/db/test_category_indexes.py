@@ -17,6 +17,8 @@ from api.settings import Settings
 from tests.api.db.seeding import clustered_unit_vectors, copy_products, vector_text
 from tests.support import clean_env, run_cli
 
+pytestmark = pytest.mark.slow  # seeds a catalog and builds per-category HNSW indexes: not in `make test-fast`
+
 # 6,000 rows: "a" is half the catalog (the main index serves it well), "e" is under min_rows,
 # and the odd name proves category values never reach the DDL unquoted.
 ODD = "d'; DROP TABLE products; -- 100%"

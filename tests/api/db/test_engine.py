@@ -17,6 +17,8 @@ import pytest
 from api.db import migrate
 from tests.support import REPO_ROOT, clean_env, free_port, run_cli
 
+pytestmark = pytest.mark.slow  # starts embedded PostgreSQL servers: not in `make test-fast`
+
 DEBIAN_PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 

@@ -20,6 +20,8 @@ from api.db.vector_indexes import deferred
 from api.settings import Settings
 from tests.api.db.seeding import copy_products, vector_text
 
+pytestmark = pytest.mark.slow  # seeds a large catalog for plan tests: not in `make test-fast`
+
 MODEL = "test-model"
 TOP_K = 20
 MAIN_INDEX = "products_image_embedding_hnsw"

@@ -30,6 +30,8 @@ from api.db.search import (
 from api.settings import Settings
 from tests.api.db.seeding import clustered_unit_vectors, copy_products, vector_text
 
+pytestmark = pytest.mark.slow  # seeds a 20k-row catalog for plan tests: not in `make test-fast`
+
 ROWS = 20_000
 MODEL = "test-model"
 GROUP = "attributes->>'parent'"

@@ -18,6 +18,8 @@ from api.settings import Settings
 from tests.live_api import serve_in_thread
 from tests.pg_cluster import LocalPostgres
 
+pytestmark = pytest.mark.slow  # stops PostgreSQL under load: not in `make test-fast`
+
 CLIENTS = 4
 
 

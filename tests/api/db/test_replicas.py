@@ -30,6 +30,8 @@ from tests.api.db.seeding import clustered_unit_vectors, copy_products, vector_t
 from tests.live_api import serve_in_thread
 from tests.pg_cluster import LocalPostgres, wait_until
 
+pytestmark = pytest.mark.slow  # runs real streaming replication: not in `make test-fast`
+
 ROWS = 300
 CLIENTS = 4
 

@@ -14,6 +14,8 @@ from api.db.search import Filters, Page, TextQuery, VectorColumn, VectorQuery, c
 from api.settings import Settings
 from tests.api.db.seeding import clustered_unit_vectors, copy_products, vector_text
 
+pytestmark = pytest.mark.slow  # seeds a 20k-row catalog for plan tests: not in `make test-fast`
+
 ROWS = 20_000
 RARE_EVERY = 50  # 2% of rows are in category "rare"
 MODEL = "test-model"

@@ -29,6 +29,8 @@ from api.settings import Settings
 from tests.api.conftest import ADMIN_TOKEN, b64, running_api, seed_catalog
 from tests.api.db.seeding import clustered_unit_vectors, copy_products, vector_text
 
+pytestmark = pytest.mark.slow  # converts a populated catalog both ways: not in `make test-fast`
+
 ROWS = 4_000
 MODEL = "test-model"
 HALF_PRECISION = 2e-3

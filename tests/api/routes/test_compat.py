@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.api.conftest import Api, b64
+
+pytestmark = pytest.mark.slow  # seeds and embeds a catalog: not in `make test-fast`
 
 
 def test_find_similar_contract(api: Api) -> None:

@@ -11,6 +11,8 @@ from PIL import Image
 
 from tests.api.conftest import Api, b64
 
+pytestmark = pytest.mark.slow  # embeds and searches photo crops: not in `make test-fast`
+
 
 def side_by_side(left: bytes, right: bytes) -> tuple[bytes, int, int, int]:
     """Two catalog photos in one JPEG, each at its own size; returns (jpeg, left width, width, height)."""

@@ -16,6 +16,8 @@ from api.settings import Settings
 from tests.api.conftest import ADMIN, ADMIN_TOKEN, b64, running_api, seed_catalog
 from tests.support import free_port
 
+pytestmark = pytest.mark.slow  # starts and kills Redis: not in `make test-fast`
+
 
 class RedisServer:
     def __init__(self, port: int) -> None:

@@ -18,6 +18,8 @@ from api.state import AppState
 from tests.live_api import serve_in_thread
 from tests.support import EncoderServiceProcess, free_port
 
+pytestmark = pytest.mark.slow  # runs two encoder services under load: not in `make test-fast`
+
 CLIENTS = 4
 
 
@@ -36,7 +38,9 @@ def encoders(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[EncoderS
 
 @pytest.fixture(scope="module")
 def pooled_api(
-    encoders: list[EncoderServiceProcess], create_database: Callable[[], str], make_settings: Callable[..., Settings]
+    encoders: list[EncoderServiceProcess],
+    create_database: Callable[[], str],
+    make_settings: Callable[..., Settings],
 ) -> Iterator[tuple[str, AppState]]:
     settings = make_settings(
         database_url=create_database(),

@@ -15,6 +15,8 @@ from encoder.circuit import ManualClock, breaker_clock
 from tests.api.conftest import ADMIN_TOKEN, b64, running_api
 from tests.support import LOOKALIKE, REPO_ROOT, clean_env, free_port, wait_for_http
 
+pytestmark = pytest.mark.slow  # stops and restarts an encoder service: not in `make test-fast`
+
 
 def start_encoder_service(port: int) -> subprocess.Popen[bytes]:
     """``lookalike encoder serve``, as an operator runs it (random-weight CLIP, same seed as ours)."""

@@ -15,6 +15,8 @@ from api.services.images.storage import save_image
 from api.settings import Settings
 from tests.api.conftest import ADMIN, ADMIN_TOKEN, PER_CLASS, Api, b64, running_api, seed_catalog
 
+pytestmark = pytest.mark.slow  # embeds through the full write path: not in `make test-fast`
+
 
 @pytest.fixture(scope="module")
 def media_root(clothing_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:

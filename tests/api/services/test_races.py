@@ -10,9 +10,12 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from sqlalchemy import create_engine, text
 
 from tests.support import LOOKALIKE, REPO_ROOT, clean_env
+
+pytestmark = pytest.mark.slow  # runs concurrent ingests and processes: not in `make test-fast`
 
 PHOTOS_PER_CLASS = 6
 CLASSES = ("dress", "hat", "shoes", "pants", "skirt")

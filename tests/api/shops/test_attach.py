@@ -27,6 +27,8 @@ from api.state import AppState
 from tests.api.conftest import ADMIN, ADMIN_TOKEN
 from tests.api.shops.schemas import SHOPS, Product, Shop, photos
 
+pytestmark = pytest.mark.slow  # builds three shop schemas and attaches to each: not in `make test-fast`
+
 
 def shop_columns(engine: Engine, table: str) -> list[str]:
     with engine.connect() as conn:
