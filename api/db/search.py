@@ -638,13 +638,7 @@ def _vector_template(
         .cte("nearest")
         .prefix_with("MATERIALIZED")
     )
-    listing = [nearest.c[c.key] for c in catalog.listing_columns()]
-    return (
-        select(*listing, (1 - nearest.c.distance).label("score"))
-        .order_by(nearest.c.distance, nearest.c.id)
-        .limit(bindparam("top_k", type_=Integer))
-        .offset(bindparam("offset", type_=Integer))
-    )
+    return _page_of(catalog, nearest)
 
 
 def grouped_vector_statement(
