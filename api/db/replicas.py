@@ -287,7 +287,10 @@ def _close_quietly(conn: Connection) -> None:
     try:
         conn.close()
     except (ReplicaUnavailableError, DBAPIError):
-        conn.invalidate()
+        # A failed ROLLBACK of a connection SQLAlchemy saw die may already have closed (and
+        # invalidated) it; invalidating it again would raise ResourceClosedError.
+        if not conn.closed:
+            conn.invalidate()
 
 
 def replica_read(

@@ -189,6 +189,20 @@ def test_standby_stopped_under_load_costs_no_client_error_and_reads_return(
     assert replica.breaker.state == "closed"
 
 
+def test_a_standby_gone_after_the_read_answered_keeps_the_answer(
+    cluster: Cluster, replicated_api: tuple[str, AppState]
+) -> None:
+    """The standby's backend ends between the read's last statement and its closing ROLLBACK
+    (what stopping it under load hits now and then): the caller keeps its rows, no error."""
+    _, state = replicated_api
+    with state.database.read() as conn:
+        pid = conn.execute(text("SELECT pg_backend_pid()")).scalar()
+        assert conn.execute(text("SELECT count(*) FROM products")).scalar() == ROWS
+        assert _sql(cluster.standby_url, f"SELECT pg_terminate_backend({int(pid)})") is True
+    with state.database.read() as conn:  # the pool hands out a live connection afterwards
+        assert conn.execute(text("SELECT count(*) FROM products")).scalar() == ROWS
+
+
 def test_a_lagging_standby_is_skipped_until_it_catches_up(
     cluster: Cluster, replicated_api: tuple[str, AppState]
 ) -> None:
