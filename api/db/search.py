@@ -210,7 +210,7 @@ def _prepare(
     branches = category_branches(conn, catalog, query, filters, page) if plan is Plan.CATEGORY_INDEX else None
     _plan_time_settings(conn, filters)
     statement = bounded_statement(catalog, query, filters, page, branches or ())
-    return statement.where(_scan_settings(ef_search, SCAN_BUDGET))
+    return statement.where(_scan_settings(max(ef_search, FILTERED_EF_SEARCH), SCAN_BUDGET))
 
 
 def _filtered(catalog: Catalog, filters: Filters) -> bool:
@@ -218,8 +218,13 @@ def _filtered(catalog: Catalog, filters: Filters) -> bool:
 
 
 def _plan_time_settings(conn: Connection, filters: Filters) -> None:
+    # hnsw.ef_search = 1 for planning only (the statement sets the real one for its run, see
+    # _scan_settings): pgvector costs an HNSW scan's start-up as the whole index times about
+    # ef_search / tuples, capped at 1, so at a high ef_search a category's partial index costs
+    # as much as walking all of it and the planner takes the main index instead. At 1 the cost
+    # follows each index's size, and the partial index wins wherever its predicate applies.
     conn.exec_driver_sql(
-        "SET LOCAL enable_sort = off"
+        "SET LOCAL enable_sort = off; SET LOCAL hnsw.ef_search = 1"
         + ("; SET LOCAL plan_cache_mode = force_custom_plan" if filters.categories else "")
     )
 
@@ -245,6 +250,10 @@ EXACT_MAX_ROWS = 2_000
 EXACT_COST_RATIO = 0.5
 """A visited index tuple's cost over an exactly ranked row's (which de-TOASTs a 2 KB vector), for
 :func:`_few`: exact below ~700 kept rows of 100k, ~2,200 of 1M for a page of 10."""
+FILTERED_EF_SEARCH = 200
+"""The smallest ef_search of a filtered walk (main or category index). A filter leaves holes in
+the graph's neighbourhoods, so a walk needs a wider candidate list than a plain page for the same
+recall (docs/benchmarks.md, issue 20: recall and p99 at 64, 128 and 200)."""
 SCAN_BUDGET = 20_000
 """Index tuples a filtered walk may visit (``hnsw.max_scan_tuples``). A photo of a dress filtered
 to shoes walks through every dress before the first shoe; past this many tuples the statement

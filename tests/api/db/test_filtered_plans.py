@@ -130,13 +130,14 @@ CASES = {
     "none": Case(Filters(), Plan.INDEX),
     "own-category-indexed": Case(Filters(categories=("tops",)), Plan.CATEGORY_INDEX),
     "far-category-indexed": Case(Filters(categories=("shoes",)), Plan.CATEGORY_INDEX),
-    # The main index's walk into a far region finds rows of it, not surely the nearest ones (about
-    # half here): why a category gets its own index, or exact ranking when it is small.
-    "far-category-no-index": Case(Filters(categories=("bags",)), Plan.INDEX, min_recall=0.4),
+    # The main index's walk into a far region finds rows of it, not surely the nearest ones (0.85-1.0
+    # here at the filtered walk's ef_search, 0.1-0.5 at a plain page's): why a category gets its own
+    # index, or exact ranking when it is small.
+    "far-category-no-index": Case(Filters(categories=("bags",)), Plan.INDEX, min_recall=0.7),
     "small-category": Case(Filters(categories=("hats",)), Plan.EXACT),
     "several-categories-indexed": Case(Filters(categories=("tops", "shoes")), Plan.CATEGORY_INDEX),
     "several-categories-mixed": Case(Filters(categories=("shoes", "hats")), Plan.CATEGORY_INDEX),
-    "several-categories-no-index": Case(Filters(categories=("bags", "hats")), Plan.INDEX, min_recall=0.4),
+    "several-categories-no-index": Case(Filters(categories=("bags", "hats")), Plan.INDEX, min_recall=0.7),
     "price-narrow": Case(Filters(price_min=Decimal(10), price_max=Decimal(11)), Plan.EXACT),
     "price-medium": Case(Filters(price_min=Decimal(10), price_max=Decimal(29)), Plan.INDEX),
     "price-wide": Case(Filters(price_max=Decimal(99)), Plan.INDEX),

@@ -10,7 +10,17 @@ import pytest
 from api.db import migrate
 from api.db.catalog import Catalog
 from api.db.engine import Database
-from api.db.search import Filters, Page, TextQuery, VectorColumn, VectorQuery, choose_plan, explain, search
+from api.db.search import (
+    FILTERED_EF_SEARCH,
+    Filters,
+    Page,
+    TextQuery,
+    VectorColumn,
+    VectorQuery,
+    choose_plan,
+    explain,
+    search,
+)
 from api.settings import Settings
 from tests.api.db.seeding import clustered_unit_vectors, copy_products, vector_text
 
@@ -138,9 +148,12 @@ def test_fulltext_ranks_name_matches(big_catalog) -> None:  # type: ignore[no-un
         (Filters(), []),
         (
             Filters(categories=("common-1", "common-2", "common-3")),
-            ["SET LOCAL enable_sort = off; SET LOCAL plan_cache_mode = force_custom_plan"],
+            [
+                "SET LOCAL enable_sort = off; SET LOCAL hnsw.ef_search = 1; "
+                "SET LOCAL plan_cache_mode = force_custom_plan"
+            ],
         ),
-        (Filters(price_max=100), ["SET LOCAL enable_sort = off"]),
+        (Filters(price_max=100), ["SET LOCAL enable_sort = off; SET LOCAL hnsw.ef_search = 1"]),
         (Filters(categories=("rare",)), []),
     ],
     ids=["no-filter", "category", "price", "exact"],
@@ -167,7 +180,8 @@ def test_scan_settings_travel_inside_the_statement(big_catalog, filters: Filters
         assert [s for s in sent if s.lstrip().upper().startswith("SET")] == sets
         assert len(sent) == 1 + len(sets)
         exact = filters.categories == ("rare",)  # ranked exactly: no vector index, no HNSW settings
-        assert conn.exec_driver_sql("SHOW hnsw.ef_search").scalar() == ("40" if exact else "80")
+        ef_search = "40" if exact else ("80" if not sets else str(FILTERED_EF_SEARCH))  # walked filters: wider
+        assert conn.exec_driver_sql("SHOW hnsw.ef_search").scalar() == ef_search
         assert conn.exec_driver_sql("SHOW hnsw.iterative_scan").scalar() == (
             "off" if exact else "relaxed_order"
         )
