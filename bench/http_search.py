@@ -33,7 +33,7 @@ from api.db.category_indexes import CategoryIndexPolicy, sync  # noqa: E402
 from api.db.engine import Database  # noqa: E402
 from api.services.encoders import EncoderHub  # noqa: E402
 from api.settings import Settings  # noqa: E402
-from bench.report import write_results  # noqa: E402
+from bench.report import print_table, write_results  # noqa: E402
 
 DATASET = Path(os.environ.get("LOOKALIKE_DATASET_DIR", REPO_ROOT.parent / "shared/datasets/clothing-small"))
 COLORS = ("red", "blue", "black", "white", "green", "striped", "denim", "floral")
@@ -293,11 +293,10 @@ def main() -> int:
         server.wait(30)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_results(args.out, rows, products=args.products)
-    print("\n| query | concurrency | p50 ms | p95 ms | p99 ms | req/s |\n|---|---|---|---|---|---|")
-    for row in rows:
-        print(
-            f"| {row['query']} | {row['concurrency']} | {row['p50_ms']} | {row['p95_ms']} | {row['p99_ms']} | {row['throughput_rps']} |"
-        )
+    keys = ("query", "concurrency", "p50_ms", "p95_ms", "p99_ms", "throughput_rps")
+    print_table(
+        "| query | concurrency | p50 ms | p95 ms | p99 ms | req/s |", [[row[k] for k in keys] for row in rows]
+    )
     print(f"\n(raw: {args.out})")
     return 0
 

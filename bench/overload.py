@@ -37,7 +37,7 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 from bench.http_search import _multipart, query_images, seed  # noqa: E402
-from bench.report import write_results  # noqa: E402
+from bench.report import BLANK, print_table, write_results  # noqa: E402
 
 OFF = 100_000
 """An admission limit no load here reaches: admission control effectively off (run B)."""
@@ -309,28 +309,25 @@ def main() -> int:
                 }
             )
     write_results(args.out, runs, key="runs", products=args.products, capacity_per_s=capacity)
-    print(
-        "\n| run | loadavg | load | offered/s | ok/s | admitted p50 | admitted p99 | p99 / unloaded p99 "
-        "| 503s | 503 p50 | 503 p99 | 503 max | other |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    table: list[list[object]] = []
     for run in runs:
         label = f"{run['round']} {run['server']} ({run['limit']})"
         loadavg = "-".join(str(x) for x in run["loadavg"])
         unloaded = run["unloaded"]
-        print(
-            f"| {label} | {loadavg} | unloaded | - | {unloaded['ok_per_s']} | {unloaded['p50_ms']} "
-            f"| {unloaded['p99_ms']} | | | | | | |"
-        )
+        ok, p50, p99 = unloaded["ok_per_s"], unloaded["p50_ms"], unloaded["p99_ms"]
+        table.append([label, loadavg, "unloaded", "-", ok, p50, p99, *[BLANK] * 6])
         for load, row in run["loads"].items():
             other = sum(n for kind, n in row["outcomes"].items() if kind not in ("ok", "overloaded"))
             a, o = row["admitted"], row["overloaded"]
             ratio = f"{a['p99_ms'] / unloaded['p99_ms']:.1f}x" if a["p99_ms"] and unloaded["p99_ms"] else ""
-            print(
-                f"| {label} | {loadavg} | {load} | {row['offered_per_s']} | {row['ok_per_s']} | {a['p50_ms']} "
-                f"| {a['p99_ms']} | {ratio} | {row['outcomes'].get('overloaded', 0)} | {o['p50_ms']} "
-                f"| {o['p99_ms']} | {o['max_ms']} | {other} |"
-            )
+            admitted = [row["offered_per_s"], row["ok_per_s"], a["p50_ms"], a["p99_ms"], ratio]
+            refused = [row["outcomes"].get("overloaded", 0), o["p50_ms"], o["p99_ms"], o["max_ms"], other]
+            table.append([label, loadavg, load, *admitted, *refused])
+    print_table(
+        "| run | loadavg | load | offered/s | ok/s | admitted p50 | admitted p99 | p99 / unloaded p99 "
+        "| 503s | 503 p50 | 503 p99 | 503 max | other |",
+        table,
+    )
     print(f"\n(raw: {args.out})")
     return 0
 

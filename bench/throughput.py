@@ -39,7 +39,7 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 from bench.http_search import query_images, seed  # noqa: E402
-from bench.report import write_results  # noqa: E402
+from bench.report import print_table, write_results  # noqa: E402
 
 SERVE = [sys.executable, "-m", "api.cli"]
 TOPOLOGIES: dict[str, tuple[int, int]] = {
@@ -245,16 +245,18 @@ def main() -> int:
             rows.append(row)
             print(json.dumps(row), flush=True)
     write_results(args.out, rows, products=args.products)
-    print(
-        "\n| round | topology | queries/s | p50 ms | p99 ms | errors | modes | per API process | per encoder | load |"
-        "\n|---|---|---|---|---|---|---|---|---|---|"
+    keys = ("round", "topology", "qps", "p50_ms", "p99_ms", "errors", "modes", "per_api_process")
+    print_table(
+        "| round | topology | queries/s | p50 ms | p99 ms | errors | modes | per API process | per encoder | load |",
+        [
+            [
+                *(row[k] for k in keys),
+                row["per_encoder"] or "-",
+                f"{row['load_before']} -> {row['load_after']}",
+            ]
+            for row in rows
+        ],
     )
-    for row in rows:
-        print(
-            f"| {row['round']} | {row['topology']} | {row['qps']} | {row['p50_ms']} | {row['p99_ms']} | "
-            f"{row['errors']} | {row['modes']} | {row['per_api_process']} | {row['per_encoder'] or '-'} | "
-            f"{row['load_before']} -> {row['load_after']} |"
-        )
     print(f"\n(raw: {args.out})")
     return 0
 

@@ -22,7 +22,7 @@ from sqlalchemy import Connection, text
 
 from api.db.catalog import Catalog
 from api.db.migrate import MIGRATION_LOCK_KEY
-from api.db.vector_indexes import index_ddl
+from api.db.vector_indexes import describe_hnsw_indexes, index_ddl
 
 Storage = Literal["vector", "halfvec"]
 
@@ -31,18 +31,28 @@ log = logging.getLogger(__name__)
 _OPCLASS = re.compile(r"USING hnsw \(image_embedding (?:vector|halfvec)_cosine_ops\)")
 
 
-def clip_column_dim(conn: Connection, catalog: Catalog) -> int | None:
-    """The declared width of ``image_embedding`` (pgvector keeps it in atttypmod), or None if absent."""
-    value = conn.execute(
+def _clip_column(conn: Connection, catalog: Catalog) -> tuple[int, str] | None:
+    """``image_embedding``'s atttypmod and type name, or None if absent.
+
+    Width and storage live on the same catalog row: one query answers both, so the two readings
+    of the column cannot drift apart.
+    """
+    row = conn.execute(
         text(
-            "SELECT a.atttypmod FROM pg_attribute a "
+            "SELECT a.atttypmod, t.typname FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
             "JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE n.nspname = :schema AND c.relname = :table AND a.attname = 'image_embedding' "
             "AND NOT a.attisdropped"
         ),
         {"schema": catalog.schema, "table": catalog.table},
-    ).scalar()
-    return None if value is None or value < 0 else int(value)
+    ).first()
+    return None if row is None else (row[0], row[1])
+
+
+def clip_column_dim(conn: Connection, catalog: Catalog) -> int | None:
+    """The declared width of ``image_embedding`` (pgvector keeps it in atttypmod), or None if absent."""
+    column = _clip_column(conn, catalog)
+    return None if column is None or column[0] < 0 else int(column[0])
 
 
 def change_clip_dim(conn: Connection, catalog: Catalog, dim: int) -> None:
@@ -74,15 +84,8 @@ def index_definition(conn: Connection, catalog: Catalog) -> str | None:
 
 def clip_column_storage(conn: Connection, catalog: Catalog) -> Storage | None:
     """``vector`` or ``halfvec``: the CLIP column's type as PostgreSQL has it, or None if absent."""
-    value = conn.execute(
-        text(
-            "SELECT t.typname FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
-            "JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = :schema AND c.relname = :table AND a.attname = 'image_embedding' "
-            "AND NOT a.attisdropped"
-        ),
-        {"schema": catalog.schema, "table": catalog.table},
-    ).scalar()
+    column = _clip_column(conn, catalog)
+    value = None if column is None else column[1]
     if value not in ("vector", "halfvec"):
         return None
     return "halfvec" if value == "halfvec" else "vector"
@@ -90,17 +93,11 @@ def clip_column_storage(conn: Connection, catalog: Catalog) -> Storage | None:
 
 def clip_indexes(conn: Connection, catalog: Catalog) -> dict[str, str]:
     """Every HNSW index over the CLIP column (main and per-category): name -> its DDL."""
-    rows = conn.execute(
-        text(
-            "SELECT ic.relname, pg_get_indexdef(i.indexrelid) FROM pg_index i "
-            "JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_am am ON am.oid = ic.relam "
-            "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
-            "WHERE i.indrelid = CAST(:table AS regclass) AND am.amname = 'hnsw' "
-            "AND a.attname = 'image_embedding'"
-        ),
-        {"table": catalog.qualified},
-    ).all()
-    return {name: ddl for name, ddl in rows}
+    return {
+        index.name: index.ddl
+        for index in describe_hnsw_indexes(conn, catalog)
+        if index.column == "image_embedding"
+    }
 
 
 def change_clip_storage(conn: Connection, catalog: Catalog, storage: Storage) -> list[str]:

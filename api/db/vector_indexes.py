@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import OperationalError
@@ -42,17 +43,36 @@ def index_ddl(catalog: Catalog, column: str, *, concurrently: bool = False) -> s
     return f'CREATE INDEX {how}IF NOT EXISTS "{name}" ON {catalog.qualified} USING hnsw ({column} {opclass})'
 
 
-def hnsw_indexes(conn: Connection, catalog: Catalog) -> dict[str, bool]:
-    """Every HNSW index on the catalog table (main and per-category): name -> valid."""
+class HnswIndex(NamedTuple):
+    name: str
+    valid: bool
+    ddl: str
+    column: str | None
+    """The indexed column; None for an index on an expression."""
+
+
+def describe_hnsw_indexes(conn: Connection, catalog: Catalog) -> list[HnswIndex]:
+    """Every HNSW index on the catalog table (main and per-category), as PostgreSQL reports it.
+
+    The one catalog query behind :func:`hnsw_indexes` (bulk loads, prewarm, category indexes) and
+    :func:`api.db.clip_column.clip_indexes` (storage conversion), which each need a different
+    part of it. The column join is a LEFT JOIN so an index on an expression is still listed.
+    """
     rows = conn.execute(
         text(
-            "SELECT c.relname, i.indisvalid FROM pg_index i "
-            "JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam "
-            "WHERE i.indrelid = CAST(:table AS regclass) AND a.amname = 'hnsw'"
+            "SELECT c.relname, i.indisvalid, pg_get_indexdef(i.indexrelid), a.attname FROM pg_index i "
+            "JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam "
+            "LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
+            "WHERE i.indrelid = CAST(:table AS regclass) AND am.amname = 'hnsw'"
         ),
         {"table": catalog.qualified},
     ).all()
-    return {name: valid for name, valid in rows}
+    return [HnswIndex(*row) for row in rows]
+
+
+def hnsw_indexes(conn: Connection, catalog: Catalog) -> dict[str, bool]:
+    """Every HNSW index on the catalog table (main and per-category): name -> valid."""
+    return {index.name: index.valid for index in describe_hnsw_indexes(conn, catalog)}
 
 
 @dataclass
