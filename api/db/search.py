@@ -406,26 +406,38 @@ def exact_statement(catalog: Catalog, query: VectorQuery, filters: Filters, page
 def _exact_template(
     catalog: Catalog, column_name: VectorColumn, shape: _Shape, by_model: bool, excluding: bool
 ) -> Select[Any]:
-    nearest = (
-        _exact_nearest(catalog, column_name, shape, by_model, excluding)
-        .cte("nearest")
-        .prefix_with("MATERIALIZED")
-    )
-    return _page_of(catalog, nearest)
+    nearest = _nearest(catalog, column_name, shape, by_model, excluding, exact=True)
+    return _page_of(catalog, _materialized(nearest, "nearest"))
 
 
-def _exact_nearest(
-    catalog: Catalog, column_name: VectorColumn, shape: _Shape, by_model: bool, excluding: bool
+def _nearest(
+    catalog: Catalog,
+    column_name: VectorColumn,
+    shape: _Shape,
+    by_model: bool,
+    excluding: bool,
+    *,
+    exact: bool = False,
+    category_param: str | None = None,
 ) -> Select[Any]:
+    """The ``inner_limit`` nearest rows as every plan ranks them: through a vector index, or
+    ``exact`` ("+ 0" takes the distance out of the HNSW opclass's reach, so no index serves the
+    ORDER BY and every kept row is ranked). ``category_param``: one category branch's filter."""
     distance, where = _nearest_clauses(catalog, column_name, shape, by_model, excluding)
-    # One distance per row, labelled and sorted on: "+ 0" takes it out of the HNSW opclass's reach.
-    exact_distance = (distance + 0).label("distance")
+    if category_param is not None:
+        where.append(catalog.field("category") == bindparam(category_param, type_=Text))
+    ranked = (distance + 0 if exact else distance).label("distance")
     return (
-        select(*catalog.listing_columns(), exact_distance)
+        select(*catalog.listing_columns(), ranked)
         .where(and_(*where))
-        .order_by(exact_distance)
+        .order_by(ranked)
         .limit(bindparam("inner_limit", type_=Integer))
     )
+
+
+def _materialized(statement: Any, name: str) -> Any:
+    """A CTE PostgreSQL must compute once and not inline: its LIMIT is what bounds the walk."""
+    return statement.cte(name).prefix_with("MATERIALIZED")
 
 
 def _page_of(catalog: Catalog, nearest: Any) -> Select[Any]:
@@ -481,34 +493,24 @@ def _bounded_template(
     inner_limit = bindparam("inner_limit", type_=Integer)
     if branches:
         branch_shape = dataclasses.replace(shape, categories=False)
-        parts = []
-        for i, exact_branch in enumerate(branches):
-            distance, where = _nearest_clauses(catalog, column_name, branch_shape, by_model, excluding)
-            where.append(catalog.field("category") == bindparam(f"category_{i}", type_=Text))
-            ranked = (distance + 0 if exact_branch else distance).label("distance")
-            parts.append(
-                select(*catalog.listing_columns(), ranked)
-                .where(and_(*where))
-                .order_by(ranked)
-                .limit(inner_limit)
+        parts = [
+            _nearest(
+                catalog,
+                column_name,
+                branch_shape,
+                by_model,
+                excluding,
+                exact=exact_branch,
+                category_param=f"category_{i}",
             )
-        walk = (parts[0] if len(parts) == 1 else union_all(*parts)).cte("walk").prefix_with("MATERIALIZED")
+            for i, exact_branch in enumerate(branches)
+        ]
+        walk = _materialized(parts[0] if len(parts) == 1 else union_all(*parts), "walk")
     else:
-        distance, where = _nearest_clauses(catalog, column_name, shape, by_model, excluding)
-        walk = (
-            select(*catalog.listing_columns(), distance.label("distance"))
-            .where(and_(*where))
-            .order_by(distance)
-            .limit(inner_limit)
-            .cte("walk")
-            .prefix_with("MATERIALIZED")
-        )
+        walk = _materialized(_nearest(catalog, column_name, shape, by_model, excluding), "walk")
     found = select(func.count()).select_from(walk).scalar_subquery()
-    exact = (
-        _exact_nearest(catalog, column_name, shape, by_model, excluding)
-        .where(found < inner_limit)
-        .cte("exact")
-        .prefix_with("MATERIALIZED")
+    exact = _materialized(
+        _nearest(catalog, column_name, shape, by_model, excluding, exact=True).where(found < inner_limit), "exact"
     )
     columns = [c.key for c in catalog.listing_columns()] + ["distance"]
     nearest = union_all(
@@ -638,16 +640,7 @@ def _query_values(query: VectorQuery, filters: Filters, page: Page, inner_limit:
 def _vector_template(
     catalog: Catalog, column_name: VectorColumn, shape: _Shape, by_model: bool, excluding: bool
 ) -> Select[Any]:
-    distance, where = _nearest_clauses(catalog, column_name, shape, by_model, excluding)
-    nearest = (
-        select(*catalog.listing_columns(), distance.label("distance"))
-        .where(and_(*where))
-        .order_by(distance)
-        .limit(bindparam("inner_limit", type_=Integer))
-        .cte("nearest")
-        .prefix_with("MATERIALIZED")
-    )
-    return _page_of(catalog, nearest)
+    return _page_of(catalog, _materialized(_nearest(catalog, column_name, shape, by_model, excluding), "nearest"))
 
 
 def grouped_vector_statement(
@@ -680,14 +673,9 @@ def _group_sql(group: str) -> ColumnElement[Any]:
 def _grouped_vector_template(
     catalog: Catalog, column_name: VectorColumn, shape: _Shape, by_model: bool, excluding: bool, group: str
 ) -> Select[Any]:
-    distance, where = _nearest_clauses(catalog, column_name, shape, by_model, excluding)
-    nearest = (
-        select(*catalog.listing_columns(), distance.label("distance"), _group_sql(group).label("grp"))
-        .where(and_(*where))
-        .order_by(distance)
-        .limit(bindparam("inner_limit", type_=Integer))
-        .cte("nearest")
-        .prefix_with("MATERIALIZED")
+    nearest = _materialized(
+        _nearest(catalog, column_name, shape, by_model, excluding).add_columns(_group_sql(group).label("grp")),
+        "nearest",
     )
     key = _group_key(nearest.c.grp, nearest.c.id)
     ranked = select(
