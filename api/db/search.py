@@ -210,7 +210,14 @@ def _prepare(
     branches = category_branches(conn, catalog, query, filters, page) if plan is Plan.CATEGORY_INDEX else None
     _plan_time_settings(conn, filters)
     statement = bounded_statement(catalog, query, filters, page, branches or ())
-    return statement.where(_scan_settings(max(ef_search, FILTERED_EF_SEARCH), SCAN_BUDGET))
+    total = estimated_rows(conn, catalog, query.column, Filters())
+    return statement.where(_scan_settings(filtered_ef_search(ef_search, total), SCAN_BUDGET))
+
+
+def filtered_ef_search(ef_search: int, catalog_rows: float) -> int:
+    """The ef_search of a filtered walk: the page's, at least FILTERED_EF_SEARCH, growing with the
+    catalog (ROWS_PER_FILTERED_EF), never past MAX_EF_SEARCH."""
+    return int(min(MAX_EF_SEARCH, max(ef_search, FILTERED_EF_SEARCH, catalog_rows // ROWS_PER_FILTERED_EF)))
 
 
 def _filtered(catalog: Catalog, filters: Filters) -> bool:
@@ -254,6 +261,10 @@ FILTERED_EF_SEARCH = 200
 """The smallest ef_search of a filtered walk (main or category index). A filter leaves holes in
 the graph's neighbourhoods, so a walk needs a wider candidate list than a plain page for the same
 recall (docs/benchmarks.md, issue 20: recall and p99 at 64, 128 and 200)."""
+ROWS_PER_FILTERED_EF = 500
+"""Catalog rows per unit of a filtered walk's ef_search above FILTERED_EF_SEARCH: a bigger graph
+needs a wider walk for the same recall (200 at 100k, the 1,000 ceiling from 500k; docs/benchmarks.md,
+issue 20 at 1M)."""
 SCAN_BUDGET = 20_000
 """Index tuples a filtered walk may visit (``hnsw.max_scan_tuples``). A photo of a dress filtered
 to shoes walks through every dress before the first shoe; past this many tuples the statement

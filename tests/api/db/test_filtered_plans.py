@@ -15,7 +15,19 @@ from api.db import search as search_module
 from api.db.catalog import Catalog
 from api.db.category_indexes import CategoryIndexPolicy, index_name, sync
 from api.db.engine import Database
-from api.db.search import Filters, Page, Plan, VectorColumn, VectorQuery, choose_plan, explain, search
+from api.db.search import (
+    FILTERED_EF_SEARCH,
+    MAX_EF_SEARCH,
+    Filters,
+    Page,
+    Plan,
+    VectorColumn,
+    VectorQuery,
+    choose_plan,
+    explain,
+    filtered_ef_search,
+    search,
+)
 from api.db.vector_indexes import deferred
 from api.settings import Settings
 from tests.api.db.seeding import copy_products, vector_text
@@ -266,3 +278,11 @@ def test_a_filter_that_keeps_fewer_rows_than_the_page_returns_them_all(shop: Sho
     with shop.database.engine.begin() as conn:
         hits = search(conn, shop.catalog, query, filters, Page(top_k=TOP_K))
     assert len(hits) == keep
+
+
+def test_a_filtered_walk_widens_with_the_catalog() -> None:
+    """A bigger graph needs a wider walk for the same recall (docs/benchmarks.md, issue 20 at 1M)."""
+    assert filtered_ef_search(64, 24_000) == FILTERED_EF_SEARCH
+    assert filtered_ef_search(64, 300_000) == 600
+    assert filtered_ef_search(64, 1_000_000) == MAX_EF_SEARCH
+    assert filtered_ef_search(400, 10_000) == 400  # a deep page keeps its own

@@ -17,7 +17,6 @@ from api.db.search import (
     TextQuery,
     VectorColumn,
     VectorQuery,
-    choose_plan,
     explain,
     search,
 )
@@ -171,7 +170,7 @@ def test_scan_settings_travel_inside_the_statement(big_catalog, filters: Filters
 
     q = VectorQuery(VectorColumn.CLIP, query_vector(vectors, 5), MODEL)
     with database.engine.connect() as conn:
-        choose_plan(conn, catalog, q, filters, Page(top_k=80))  # the filter's row estimate, cached
+        search(conn, catalog, q, filters, Page(top_k=80))  # a first search caches its plan inputs (row estimates)
         conn.rollback()
         event.listen(conn, "before_cursor_execute", record)
         hits = search(conn, catalog, q, filters, Page(top_k=80))
