@@ -195,8 +195,15 @@ def test_a_standby_gone_after_the_read_answered_keeps_the_answer(
     """The standby's backend ends between the read's last statement and its closing ROLLBACK
     (what stopping it under load hits now and then): the caller keeps its rows, no error."""
     _, state = replicated_api
+
+    def read_on_standby() -> bool:  # after the tests above, the replica may still be on probation
+        with state.database.read() as conn:
+            return conn.execute(text("SELECT pg_is_in_recovery()")).scalar() is True
+
+    wait_until(read_on_standby, timeout=30)
     with state.database.read() as conn:
-        pid = conn.execute(text("SELECT pg_backend_pid()")).scalar()
+        pid, standby = conn.execute(text("SELECT pg_backend_pid(), pg_is_in_recovery()")).one()
+        assert standby is True
         assert conn.execute(text("SELECT count(*) FROM products")).scalar() == ROWS
         assert _sql(cluster.standby_url, f"SELECT pg_terminate_backend({int(pid)})") is True
     with state.database.read() as conn:  # the pool hands out a live connection afterwards
