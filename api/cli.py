@@ -25,6 +25,7 @@ WORKER_PING_TIMEOUT_S = 60
 def _serve(args: argparse.Namespace, settings: Settings) -> None:
     import uvicorn
 
+    from api.lingering_close import HTTP_PROTOCOL
     from api.observability import logs
 
     host, port = args.host or settings.host, args.port or settings.port
@@ -55,6 +56,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
                 # one loading its models on a saturated machine can take longer, and was killed and
                 # restarted in a loop while the other worker took every connection.
                 timeout_worker_healthcheck=WORKER_PING_TIMEOUT_S,
+                http=HTTP_PROTOCOL,
             )
         finally:
             multi.remove_metrics_dir(metrics_dir)
@@ -66,7 +68,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
     state = build_state(settings)
     app = create_app(settings, state, embed_worker=True)
     try:
-        uvicorn.run(app, host=host, port=port, log_config=log_config, access_log=access_log)
+        uvicorn.run(app, host=host, port=port, log_config=log_config, access_log=access_log, http=HTTP_PROTOCOL)
     finally:
         state.close()
 

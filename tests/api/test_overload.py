@@ -23,7 +23,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from PIL import Image
 
 from api.main import build_state, create_app
@@ -32,7 +31,7 @@ from api.middleware.body_limit import request_body_limit
 from api.settings import Settings
 from api.state import AppState
 from tests.api.services.net_servers import LoopbackServer, wait_until
-from tests.support import free_port
+from tests.live_api import serve_in_thread
 
 JPEG = b"\xff\xd8\xff\xe0" + b"\0" * 400
 ADMIN = {"Authorization": "Bearer t"}
@@ -64,18 +63,10 @@ def live(create_database: Callable[[], str], make_settings: Callable[..., Settin
         admission_wait_ms=300,
     )
     state = build_state(settings)
-    config = uvicorn.Config(
-        create_app(settings, state), host="127.0.0.1", port=free_port(), log_level="warning"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    assert wait_until(lambda: server.started, 60)
     try:
-        yield Live(f"http://127.0.0.1:{config.port}", state, settings)
+        with serve_in_thread(create_app(settings, state)) as url:
+            yield Live(url, state, settings)
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
         state.close()
 
 
