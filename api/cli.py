@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import get_args
+from typing import Any, get_args
 
 from api.db import migrate
 from api.db.engine import Database
@@ -25,7 +25,7 @@ WORKER_PING_TIMEOUT_S = 60
 def _serve(args: argparse.Namespace, settings: Settings) -> None:
     import uvicorn
 
-    from api.lingering_close import HTTP_PROTOCOL
+    from api.lingering_close import LingeringHttpToolsProtocol
     from api.observability import logs
 
     host, port = args.host or settings.host, args.port or settings.port
@@ -35,6 +35,13 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
     # In JSON mode our middleware writes the access lines, with the request id; uvicorn's would
     # be a second, id-less line per request.
     access_log = settings.log_format != "json"
+    served: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_config": log_config,
+        "access_log": access_log,
+        "http": LingeringHttpToolsProtocol,
+    }  # the same for one process and for several
     if workers > 1:
         from api import workers as multi
 
@@ -48,15 +55,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
                 "api.workers:app",
                 factory=True,
                 workers=workers,
-                host=host,
-                port=port,
-                log_config=log_config,
-                access_log=access_log,
+                **served,
                 # uvicorn replaces a worker that leaves its ping unanswered for 5 s (the default);
                 # one loading its models on a saturated machine can take longer, and was killed and
                 # restarted in a loop while the other worker took every connection.
                 timeout_worker_healthcheck=WORKER_PING_TIMEOUT_S,
-                http=HTTP_PROTOCOL,
             )
         finally:
             multi.remove_metrics_dir(metrics_dir)
@@ -68,7 +71,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
     state = build_state(settings)
     app = create_app(settings, state, embed_worker=True)
     try:
-        uvicorn.run(app, host=host, port=port, log_config=log_config, access_log=access_log, http=HTTP_PROTOCOL)
+        uvicorn.run(app, **served)
     finally:
         state.close()
 

@@ -47,7 +47,8 @@ class _LingeringTransport:
 
 
 class LingeringHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol (its default when httptools is installed) with the lingering close."""
+    """uvicorn's httptools protocol (its default when httptools is installed) with the lingering
+    close: what every uvicorn server of this service runs (``lookalike serve``, workers, tests)."""
 
     lingering = False
 
@@ -58,7 +59,3 @@ class LingeringHttpToolsProtocol(HttpToolsProtocol):
         if self.lingering:
             return  # the rest of a refused body, or anything after it: dropped unread
         super().data_received(data)
-
-
-HTTP_PROTOCOL = LingeringHttpToolsProtocol
-"""What every uvicorn server of this service runs (``lookalike serve``, workers, tests)."""

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import uvicorn
 from fastapi import FastAPI
 
-from api.lingering_close import HTTP_PROTOCOL
+from api.lingering_close import LingeringHttpToolsProtocol
 from tests.support import free_port
 
 
@@ -20,7 +20,7 @@ def serve_in_thread(app: FastAPI) -> Iterator[str]:
     """Serve ``app`` on a free local port until the block ends; yields its base URL."""
     port = free_port()
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", http=HTTP_PROTOCOL
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", http=LingeringHttpToolsProtocol
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)

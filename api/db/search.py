@@ -202,14 +202,13 @@ def _prepare(
         )
     if not filtered:
         return vector_statement(catalog, query, filters, page).where(_scan_settings(ef_search))
-    plan = choose_plan(conn, catalog, query, filters, page)
+    plan, branches = _plan_and_branches(conn, catalog, query, filters, page)
     if plan is Plan.EXACT:
         # No vector index is involved: no scan settings, and no plan-time ones (the sort the
         # exact path needs is the only way to order its rows), so no SET LOCAL round trip.
         return exact_statement(catalog, query, filters, page)
-    branches = category_branches(conn, catalog, query, filters, page) if plan is Plan.CATEGORY_INDEX else None
     _plan_time_settings(conn, filters)
-    statement = bounded_statement(catalog, query, filters, page, branches or ())
+    statement = bounded_statement(catalog, query, filters, page, branches)
     total = estimated_rows(conn, catalog, query.column, Filters())
     return statement.where(_scan_settings(filtered_ef_search(ef_search, total), SCAN_BUDGET))
 
@@ -289,13 +288,22 @@ def choose_plan(conn: Connection, catalog: Catalog, query: VectorQuery, filters:
     per category (its index, or exact). Otherwise the main index. Both index plans carry the exact
     fallback, so an estimate only ever decides speed, never the page.
     """
+    return _plan_and_branches(conn, catalog, query, filters, page)[0]
+
+
+def _plan_and_branches(
+    conn: Connection, catalog: Catalog, query: VectorQuery, filters: Filters, page: Page
+) -> tuple[Plan, tuple[bool, ...]]:
+    """:func:`choose_plan` with the category branches it found on the way (empty unless the plan
+    is CATEGORY_INDEX), so a search does not work them out a second time."""
     if not _filtered(catalog, filters):
-        return Plan.INDEX
+        return Plan.INDEX, ()
     if _few(conn, catalog, query.column, filters, page):
-        return Plan.EXACT
-    if category_branches(conn, catalog, query, filters, page) is not None:
-        return Plan.CATEGORY_INDEX
-    return Plan.INDEX
+        return Plan.EXACT, ()
+    branches = category_branches(conn, catalog, query, filters, page)
+    if branches is not None:
+        return Plan.CATEGORY_INDEX, branches
+    return Plan.INDEX, ()
 
 
 def _few(conn: Connection, catalog: Catalog, column: VectorColumn, filters: Filters, page: Page) -> bool:
