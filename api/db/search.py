@@ -264,6 +264,11 @@ ROWS_PER_FILTERED_EF = 500
 """Catalog rows per unit of a filtered walk's ef_search above FILTERED_EF_SEARCH: a bigger graph
 needs a wider walk for the same recall (200 at 100k, the 1,000 ceiling from 500k; docs/benchmarks.md,
 issue 20 at 1M)."""
+WALK_POOL = 100
+"""Rows a filtered walk collects before its page is cut from them (at least the page's). A walk
+reaches the rows a filter keeps through whatever edges lead into their region, so the first few it
+meets are rows of that region, not surely its nearest: collecting more lets the walk close in on
+the query before the page is taken (docs/benchmarks.md, issue 20: recall by pool size)."""
 SCAN_BUDGET = 20_000
 """Index tuples a filtered walk may visit (``hnsw.max_scan_tuples``). A photo of a dress filtered
 to shoes walks through every dress before the first shoe; past this many tuples the statement
@@ -438,8 +443,9 @@ def _nearest(
     *,
     exact: bool = False,
     category_param: str | None = None,
+    limit_param: str = "inner_limit",
 ) -> Select[Any]:
-    """The ``inner_limit`` nearest rows as every plan ranks them: through a vector index, or
+    """The ``limit_param`` nearest rows as every plan ranks them: through a vector index, or
     ``exact`` ("+ 0" takes the distance out of the HNSW opclass's reach, so no index serves the
     ORDER BY and every kept row is ranked). ``category_param``: one category branch's filter."""
     distance, where = _nearest_clauses(catalog, column_name, shape, by_model, excluding)
@@ -450,7 +456,7 @@ def _nearest(
         select(*catalog.listing_columns(), ranked)
         .where(and_(*where))
         .order_by(ranked)
-        .limit(bindparam("inner_limit", type_=Integer))
+        .limit(bindparam(limit_param, type_=Integer))
     )
 
 
@@ -493,7 +499,9 @@ def bounded_statement(
         query.exclude_sku is not None,
         branches,
     )
-    values = _query_values(query, filters, page, page.top_k + page.offset)
+    n = page.top_k + page.offset
+    values = _query_values(query, filters, page, n)
+    values["walk_limit"] = max(n, WALK_POOL)
     values.update(
         {f"category_{i}": category for i, category in enumerate(filters.categories[: len(branches)])}
     )
@@ -521,12 +529,15 @@ def _bounded_template(
                 excluding,
                 exact=exact_branch,
                 category_param=f"category_{i}",
+                limit_param="inner_limit" if exact_branch else "walk_limit",
             )
             for i, exact_branch in enumerate(branches)
         ]
         walk = _materialized(parts[0] if len(parts) == 1 else union_all(*parts), "walk")
     else:
-        walk = _materialized(_nearest(catalog, column_name, shape, by_model, excluding), "walk")
+        walk = _materialized(
+            _nearest(catalog, column_name, shape, by_model, excluding, limit_param="walk_limit"), "walk"
+        )
     found = select(func.count()).select_from(walk).scalar_subquery()
     exact = _materialized(
         _nearest(catalog, column_name, shape, by_model, excluding, exact=True).where(found < inner_limit), "exact"

@@ -142,14 +142,15 @@ CASES = {
     "none": Case(Filters(), Plan.INDEX),
     "own-category-indexed": Case(Filters(categories=("tops",)), Plan.CATEGORY_INDEX),
     "far-category-indexed": Case(Filters(categories=("shoes",)), Plan.CATEGORY_INDEX),
-    # The main index's walk into a far region finds rows of it, not surely the nearest ones (0.85-1.0
-    # here at the filtered walk's ef_search, 0.1-0.5 at a plain page's): why a category gets its own
-    # index, or exact ranking when it is small.
-    "far-category-no-index": Case(Filters(categories=("bags",)), Plan.INDEX, min_recall=0.7),
+    # The main index's walk enters a far region through whatever edges lead there, so the first rows
+    # it meets are not surely the nearest (0.55-1.0 at a page's 20 rows, by build): the walk collects
+    # WALK_POOL rows before the page is cut (1.0 on every build tried). A category with its own
+    # index, or few rows ranked exactly, does not depend on the way in at all.
+    "far-category-no-index": Case(Filters(categories=("bags",)), Plan.INDEX, min_recall=0.85),
     "small-category": Case(Filters(categories=("hats",)), Plan.EXACT),
     "several-categories-indexed": Case(Filters(categories=("tops", "shoes")), Plan.CATEGORY_INDEX),
     "several-categories-mixed": Case(Filters(categories=("shoes", "hats")), Plan.CATEGORY_INDEX),
-    "several-categories-no-index": Case(Filters(categories=("bags", "hats")), Plan.INDEX, min_recall=0.7),
+    "several-categories-no-index": Case(Filters(categories=("bags", "hats")), Plan.INDEX, min_recall=0.85),
     "price-narrow": Case(Filters(price_min=Decimal(10), price_max=Decimal(11)), Plan.EXACT),
     "price-medium": Case(Filters(price_min=Decimal(10), price_max=Decimal(29)), Plan.INDEX),
     "price-wide": Case(Filters(price_max=Decimal(99)), Plan.INDEX),
