@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import threading
 import time
@@ -208,15 +209,38 @@ def _prepare(
         # exact path needs is the only way to order its rows), so no SET LOCAL round trip.
         return exact_statement(catalog, query, filters, page)
     _plan_time_settings(conn, filters)
-    statement = bounded_statement(catalog, query, filters, page, branches)
-    total = estimated_rows(conn, catalog, query.column, Filters())
-    return statement.where(_scan_settings(filtered_ef_search(ef_search, total), SCAN_BUDGET))
+    walked = dataclasses.replace(catalog, visible_where=None)  # what the walked index holds
+    walk_ef = filtered_ef_search(ef_search, estimated_rows(conn, walked, query.column, Filters()))
+    walk_limit = walk_pool(
+        estimated_rows(conn, catalog, query.column, filters),
+        estimated_rows(conn, walked, query.column, Filters(categories=filters.categories if branches else ())),
+        walk_ef,
+        page.top_k + page.offset,
+    )
+    statement = bounded_statement(catalog, query, filters, page, branches, walk_limit)
+    return statement.where(_scan_settings(walk_ef, SCAN_BUDGET))
 
 
 def filtered_ef_search(ef_search: int, catalog_rows: float) -> int:
     """The ef_search of a filtered walk: the page's, at least FILTERED_EF_SEARCH, growing with the
     catalog (ROWS_PER_FILTERED_EF), never past MAX_EF_SEARCH."""
     return int(min(MAX_EF_SEARCH, max(ef_search, FILTERED_EF_SEARCH, catalog_rows // ROWS_PER_FILTERED_EF)))
+
+
+def walk_pool(kept: float, indexed: float, ef_search: int, n: int) -> int:
+    """Rows a filtered walk collects before its page of ``n`` is cut from them.
+
+    A walk reaches the rows a filter keeps through whatever edges lead into their region, so when
+    they lie far from the query the first ones it meets are not surely the nearest; collecting more
+    lets it close in before the page is taken. As many as one ef_search-wide batch of the walked
+    index would pass if the filter were unrelated to the vectors (``ef_search * kept / indexed``,
+    at most WALK_POOL): an ordinary filter finds them in the batches it walks anyway, a far one
+    keeps walking inside its region. An index its filter keeps whole (a category's own, nothing
+    else asked) hands its rows over in order: just the page.
+    """
+    if kept >= indexed:
+        return n
+    return max(n, min(WALK_POOL, math.ceil(ef_search * kept / max(indexed, 1.0))))
 
 
 def _filtered(catalog: Catalog, filters: Filters) -> bool:
@@ -265,10 +289,9 @@ ROWS_PER_FILTERED_EF = 500
 needs a wider walk for the same recall (200 at 100k, the 1,000 ceiling from 500k; docs/benchmarks.md,
 issue 20 at 1M)."""
 WALK_POOL = 100
-"""Rows a filtered walk collects before its page is cut from them (at least the page's). A walk
-reaches the rows a filter keeps through whatever edges lead into their region, so the first few it
-meets are rows of that region, not surely its nearest: collecting more lets the walk close in on
-the query before the page is taken (docs/benchmarks.md, issue 20: recall by pool size)."""
+"""The most rows :func:`walk_pool` has a filtered walk collect: each costs a heap fetch, and a
+selective filter makes the walk visit ``indexed / kept`` tuples per row (docs/benchmarks.md,
+issue 20: recall and time by pool size)."""
 SCAN_BUDGET = 20_000
 """Index tuples a filtered walk may visit (``hnsw.max_scan_tuples``). A photo of a dress filtered
 to shoes walks through every dress before the first shoe; past this many tuples the statement
@@ -481,8 +504,12 @@ def bounded_statement(
     filters: Filters,
     page: Page,
     branches: tuple[bool, ...] = (),
+    walk_limit: int = 0,
 ) -> Select[Any]:
     """An index walk bounded by SCAN_BUDGET, with the exact ranking for the rest when it came short.
+
+    The walk collects ``walk_limit`` rows (:func:`walk_pool`; at least the page's), the page is the
+    nearest of them.
 
     One statement: ``walk`` is the HNSW scan of the main index or, with ``branches``, one branch
     per category on ``category = :c`` (PostgreSQL then picks that category's partial index; a
@@ -501,7 +528,7 @@ def bounded_statement(
     )
     n = page.top_k + page.offset
     values = _query_values(query, filters, page, n)
-    values["walk_limit"] = max(n, WALK_POOL)
+    values["walk_limit"] = max(n, walk_limit)
     values.update(
         {f"category_{i}": category for i, category in enumerate(filters.categories[: len(branches)])}
     )

@@ -18,6 +18,7 @@ from api.db.engine import Database
 from api.db.search import (
     FILTERED_EF_SEARCH,
     MAX_EF_SEARCH,
+    WALK_POOL,
     Filters,
     Page,
     Plan,
@@ -27,6 +28,7 @@ from api.db.search import (
     explain,
     filtered_ef_search,
     search,
+    walk_pool,
 )
 from api.db.vector_indexes import deferred
 from api.settings import Settings
@@ -144,7 +146,7 @@ CASES = {
     "far-category-indexed": Case(Filters(categories=("shoes",)), Plan.CATEGORY_INDEX),
     # The main index's walk enters a far region through whatever edges lead there, so the first rows
     # it meets are not surely the nearest (0.55-1.0 at a page's 20 rows, by build): the walk collects
-    # WALK_POOL rows before the page is cut (1.0 on every build tried). A category with its own
+    # walk_pool's 47 rows before the page is cut (1.0 on every build tried). A category with its own
     # index, or few rows ranked exactly, does not depend on the way in at all.
     "far-category-no-index": Case(Filters(categories=("bags",)), Plan.INDEX, min_recall=0.85),
     "small-category": Case(Filters(categories=("hats",)), Plan.EXACT),
@@ -287,3 +289,12 @@ def test_a_filtered_walk_widens_with_the_catalog() -> None:
     assert filtered_ef_search(64, 300_000) == 600
     assert filtered_ef_search(64, 1_000_000) == MAX_EF_SEARCH
     assert filtered_ef_search(400, 10_000) == 400  # a deep page keeps its own
+
+
+def test_a_filtered_walk_collects_what_one_batch_of_its_index_would_pass() -> None:
+    """The walk's pool follows the filter's share of the walked index, between the page and WALK_POOL."""
+    assert walk_pool(kept=5_600, indexed=24_000, ef_search=200, n=20) == 47  # "bags" above
+    assert walk_pool(kept=2_000, indexed=100_000, ef_search=200, n=10) == 10  # selective: the page
+    assert walk_pool(kept=85_000, indexed=100_000, ef_search=200, n=10) == WALK_POOL
+    assert walk_pool(kept=7_000, indexed=7_000, ef_search=200, n=20) == 20  # a category's own index
+    assert walk_pool(kept=50_000, indexed=100_000, ef_search=1000, n=300) == 300  # a deep page keeps its own
