@@ -116,6 +116,15 @@ def _db_category_indexes(args: argparse.Namespace, settings: Settings) -> None:
         print(sync(database, Catalog.from_settings(settings), policy).render())
 
 
+def _db_rebuild_graphs(args: argparse.Namespace, settings: Settings) -> None:
+    from api.db.catalog import Catalog
+    from api.db.hnsw_graphs import sync
+
+    catalog = Catalog.from_settings(settings)
+    with _database(settings) as database:
+        print(sync(database, catalog).render(catalog.hnsw_graph))
+
+
 def _workers(value: str) -> int:
     if not value.isdigit() or not 1 <= int(value) <= 64:
         raise argparse.ArgumentTypeError(f"{value!r} is not a whole number from 1 to 64")
@@ -330,6 +339,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-rows", type=int, help="smallest category to index (default LOOKALIKE_CATEGORY_INDEX_MIN_ROWS)"
     )
     category_indexes.set_defaults(handler=_db_category_indexes)
+    rebuild_graphs = db_commands.add_parser(
+        "rebuild-graphs",
+        help="rebuild the HNSW graphs built with other LOOKALIKE_HNSW_M / _EF_CONSTRUCTION now, "
+        "concurrently (the server does it in the background)",
+    )
+    rebuild_graphs.set_defaults(handler=_db_rebuild_graphs)
 
     ingest = commands.add_parser(
         "ingest", help="bulk-load products (folder of images, CSV, JSON Lines) and embed their images"

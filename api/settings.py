@@ -9,14 +9,24 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import platformdirs
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from api.cors import parse_origins
 from encoder.registry import DEFAULT_CLIP_MODEL, MOBILENET_DIM, clip_spec
 
 MAX_EMBED_LANES = 32
-CATALOG_FIELDS = ("sku", "name", "description", "category", "price", "currency", "attributes", "image_url", "url")
+CATALOG_FIELDS = (
+    "sku",
+    "name",
+    "description",
+    "category",
+    "price",
+    "currency",
+    "attributes",
+    "image_url",
+    "url",
+)
 """Every field Lookalike reads from a product row; each can be mapped with ``LOOKALIKE_FIELD_<FIELD>``."""
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
@@ -71,6 +81,14 @@ class Settings(BaseSettings):
     category_index_max_share: float = 0.3
     """Categories above this share of the catalog stay on the main index, which serves them well."""
     category_index_max: int = 64
+    hnsw_m: int = Field(default=16, ge=2, le=100)
+    """Links per node in every HNSW graph Lookalike builds (main, fallback, per-category); pgvector's
+    default. More links: better recall at the same ef_search, bigger graphs, slower builds."""
+    hnsw_ef_construction: int = Field(default=64, ge=4, le=1000)
+    """Candidate list while building each graph (pgvector's default; at least 2 x ``hnsw_m``): a
+    wider one builds a better graph for more build time (docs/benchmarks.md, issue 20 at 1M).
+    Changing either rebuilds the existing graphs, ``CONCURRENTLY``, in the background worker's
+    index upkeep or at once with ``lookalike db rebuild-graphs`` (:mod:`api.db.hnsw_graphs`)."""
     vector_storage: Literal["vector", "halfvec"] = "vector"
     """``halfvec`` stores the CLIP column and its HNSW indexes in 16-bit floats: half the memory
     for a small loss of recall (docs/benchmarks.md, "Issue 17: halfvec storage"). Changing it
@@ -154,7 +172,6 @@ class Settings(BaseSettings):
     pages may call the public read endpoints from the browser (the storefront widget); none by
     default. Admin and write endpoints never answer cross-origin (api.cors)."""
 
-
     # --- operations (issue 17) ----------------------------------------------------------------
     log_format: Literal["text", "json"] = "text"
     """``json``: one JSON object per log line, with the request id (also sent back in the
@@ -224,13 +241,21 @@ class Settings(BaseSettings):
         clip_spec(value)
         return value
 
+    @model_validator(mode="after")
+    def _buildable_graphs(self) -> Settings:
+        # pgvector refuses the index otherwise; say so at start, not at the first build.
+        if self.hnsw_ef_construction < 2 * self.hnsw_m:
+            raise ValueError(
+                f"LOOKALIKE_HNSW_EF_CONSTRUCTION ({self.hnsw_ef_construction}) must be at least "
+                f"2 x LOOKALIKE_HNSW_M ({2 * self.hnsw_m})"
+            )
+        return self
+
     @property
     def field_mapping(self) -> dict[str, str]:
         """The catalog fields the shop mapped (``LOOKALIKE_FIELD_*``), by field name."""
         return {
-            name: value
-            for name in CATALOG_FIELDS
-            if (value := getattr(self, f"field_{name}")) is not None
+            name: value for name in CATALOG_FIELDS if (value := getattr(self, f"field_{name}")) is not None
         }
 
     @property

@@ -93,6 +93,10 @@ class Listing:
         object.__setattr__(self, "id", plain_key(self.id))
 
 
+PGVECTOR_GRAPH = (16, 64)
+"""pgvector's (m, ef_construction): what a graph built without ``WITH (...)`` has."""
+
+
 @dataclass(frozen=True)
 class Catalog:
     table: str
@@ -106,6 +110,8 @@ class Catalog:
     text_language: str = "english"
     vector_storage: str = "vector"
     """``vector`` or ``halfvec``: the SQL type of the CLIP column and the opclass of its indexes."""
+    hnsw_m: int = 16
+    hnsw_ef_construction: int = 64
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Catalog:
@@ -119,6 +125,8 @@ class Catalog:
             settings.visible_where,
             settings.text_language,
             settings.vector_storage,
+            settings.hnsw_m,
+            settings.hnsw_ef_construction,
         )
 
     # --- names ---------------------------------------------------------------------------
@@ -157,6 +165,20 @@ class Catalog:
     def clip_opclass(self) -> str:
         """The cosine opclass of the CLIP column's HNSW indexes (main and per-category)."""
         return f"{self.vector_storage}_cosine_ops"
+
+    @property
+    def hnsw_graph(self) -> tuple[int, int]:
+        """(m, ef_construction) of every HNSW graph Lookalike builds on this table."""
+        return int(self.hnsw_m), int(self.hnsw_ef_construction)
+
+    @property
+    def hnsw_options(self) -> str:
+        """The ``WITH (...)`` clause that builds a graph with :attr:`hnsw_graph`; none for pgvector's
+        defaults, so a default install's indexes read as migration 0002 wrote them."""
+        if self.hnsw_graph == PGVECTOR_GRAPH:
+            return ""
+        m, ef_construction = self.hnsw_graph
+        return f"WITH (m = {m}, ef_construction = {ef_construction})"
 
     def clip_cast_sql(self, expression: str) -> str:
         """``expression`` (a ``vector``) as the CLIP column's type, so ``<=>`` picks the column's

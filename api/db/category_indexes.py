@@ -119,7 +119,8 @@ def sync(database: Database, catalog: Catalog, policy: CategoryIndexPolicy) -> S
             conn.execute(text("SELECT pg_advisory_unlock(CAST(:k AS integer), hashtext(:t))"), lock)
     if report.created or report.dropped:
         global _changes
-        _changes += 1  # this process's searches re-read their plan inputs (api.db.search); others within its TTL
+        # This process's searches re-read their plan inputs (api.db.search); others within its TTL.
+        _changes += 1
     return report
 
 
@@ -145,9 +146,8 @@ def _sync_locked(conn: Connection, catalog: Catalog, policy: CategoryIndexPolicy
         log.info("building the HNSW index for category %r (%s)", category, name)
         conn.exec_driver_sql(
             f'CREATE INDEX CONCURRENTLY IF NOT EXISTS "{name}" ON {catalog.qualified} '
-            f'USING hnsw (image_embedding {catalog.clip_opclass}) WHERE "{catalog.column_of("category")}" = {literal}'.replace(
-                "%", "%%"
-            )
+            f"USING hnsw (image_embedding {catalog.clip_opclass}) {catalog.hnsw_options} "
+            f'WHERE "{catalog.column_of("category")}" = {literal}'.replace("%", "%%")
         )
         report.created.append(category)
 

@@ -40,7 +40,10 @@ def index_ddl(catalog: Catalog, column: str, *, concurrently: bool = False) -> s
     name = catalog.image_index if column == "image_embedding" else catalog.fallback_index
     how = "CONCURRENTLY " if concurrently else ""
     opclass = catalog.clip_opclass if column == "image_embedding" else "vector_cosine_ops"
-    return f'CREATE INDEX {how}IF NOT EXISTS "{name}" ON {catalog.qualified} USING hnsw ({column} {opclass})'
+    return (
+        f'CREATE INDEX {how}IF NOT EXISTS "{name}" ON {catalog.qualified} '
+        f"USING hnsw ({column} {opclass}) {catalog.hnsw_options}".rstrip()
+    )
 
 
 class HnswIndex(NamedTuple):
@@ -49,6 +52,8 @@ class HnswIndex(NamedTuple):
     ddl: str
     column: str | None
     """The indexed column; None for an index on an expression."""
+    options: tuple[str, ...] = ()
+    """Its storage parameters as PostgreSQL keeps them (``m=16``, ``ef_construction=64``)."""
 
 
 def describe_hnsw_indexes(conn: Connection, catalog: Catalog) -> list[HnswIndex]:
@@ -60,14 +65,15 @@ def describe_hnsw_indexes(conn: Connection, catalog: Catalog) -> list[HnswIndex]
     """
     rows = conn.execute(
         text(
-            "SELECT c.relname, i.indisvalid, pg_get_indexdef(i.indexrelid), a.attname FROM pg_index i "
+            "SELECT c.relname, i.indisvalid, pg_get_indexdef(i.indexrelid), a.attname, "
+            "coalesce(c.reloptions, '{}') FROM pg_index i "
             "JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam "
             "LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
             "WHERE i.indrelid = CAST(:table AS regclass) AND am.amname = 'hnsw'"
         ),
         {"table": catalog.qualified},
     ).all()
-    return [HnswIndex(*row) for row in rows]
+    return [HnswIndex(*row[:4], tuple(row[4])) for row in rows]
 
 
 def hnsw_indexes(conn: Connection, catalog: Catalog) -> dict[str, bool]:

@@ -50,11 +50,11 @@ def upgrade() -> None:
         op.execute(f'ALTER TABLE {table} ADD COLUMN IF NOT EXISTS "{column}" {ddl}')
     op.execute(
         f'CREATE INDEX IF NOT EXISTS "{catalog.image_index}" ON {table} '
-        "USING hnsw (image_embedding vector_cosine_ops)"
+        f"USING hnsw (image_embedding vector_cosine_ops) {catalog.hnsw_options}"
     )
     op.execute(
         f'CREATE INDEX IF NOT EXISTS "{catalog.fallback_index}" ON {table} '
-        "USING hnsw (fallback_embedding vector_cosine_ops)"
+        f"USING hnsw (fallback_embedding vector_cosine_ops) {catalog.hnsw_options}"
     )
     if catalog.attached:
         # Indexes on the shop's own columns are the shop's call (docs/shops.md); the full-text

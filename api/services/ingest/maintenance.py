@@ -1,5 +1,6 @@
 """Index upkeep beside the embedding worker: prewarm the HNSW graphs at start, keep the
-per-category indexes in line with the catalog after rounds that embedded something."""
+per-category indexes in line with the catalog after rounds that embedded something, and rebuild
+graphs built with other parameters than the settings' (:mod:`api.db.hnsw_graphs`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import time
 from api.db.catalog import Catalog
 from api.db.category_indexes import CategoryIndexPolicy, SyncReport, sync
 from api.db.engine import Database
+from api.db.hnsw_graphs import GraphReport
+from api.db.hnsw_graphs import sync as sync_graphs
 from api.db.prewarm import PrewarmReport, prewarm
 from api.services.ingest.progress import Tally
 from api.settings import Settings
@@ -34,6 +37,7 @@ class Maintenance:
         self._index_sync_owed = self._index_sync_owed or bool(tally.embedded)
         if self._index_sync_owed and time.monotonic() - self._last_index_sync >= every_s:
             self.sync_category_indexes()
+            self.sync_graphs()
             self._last_index_sync, self._index_sync_owed = time.monotonic(), False
 
     def prewarm(self) -> PrewarmReport | None:
@@ -56,3 +60,7 @@ class Maintenance:
         if report.created or report.dropped:
             log.info(report.render())
         return report
+
+    def sync_graphs(self) -> GraphReport:
+        """Rebuild the graphs whose build parameters differ from LOOKALIKE_HNSW_* (concurrently)."""
+        return sync_graphs(self.database, self.catalog)

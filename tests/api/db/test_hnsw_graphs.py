@@ -1,0 +1,141 @@
+"""HNSW build parameters as settings: new graphs get them, old ones are rebuilt concurrently, the
+shop's own indexes are left alone, and nothing runs beside a bulk load."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+from sqlalchemy import text
+
+from api.db import hnsw_graphs, migrate
+from api.db.catalog import Catalog
+from api.db.category_indexes import CategoryIndexPolicy, index_name
+from api.db.category_indexes import sync as sync_categories
+from api.db.engine import Database
+from api.db.vector_indexes import DEFER_LOCK_KEY, describe_hnsw_indexes
+from api.services.ingest.maintenance import Maintenance
+from api.services.ingest.progress import Tally
+from api.settings import Settings
+from tests.api.db.seeding import clustered_unit_vectors, copy_products, vector_text
+
+SHOP_INDEX = "shop_own_embedding_hnsw"
+POLICY = CategoryIndexPolicy(150, 0.9, 4)
+
+
+def _seed(database: Database, catalog: Catalog) -> np.ndarray:
+    """300 products in two categories, one with its own partial index, plus an HNSW index the shop
+    made itself on the same column."""
+    vectors = clustered_unit_vectors(np.random.default_rng(7), 300)
+    copy_products(
+        database,
+        "sku, name, category, image_embedding",
+        (
+            (f"S{i}", f"item {i}", "dress" if i < 200 else "hat", vector_text(v))
+            for i, v in enumerate(vectors)
+        ),
+    )
+    sync_categories(database, catalog, POLICY)
+    with database.begin() as conn:
+        conn.exec_driver_sql(
+            f"CREATE INDEX {SHOP_INDEX} ON products USING hnsw (image_embedding vector_l2_ops) "
+            "WITH (m = 4, ef_construction = 8)"
+        )
+    return vectors
+
+
+def _graphs(database: Database, catalog: Catalog) -> dict[str, tuple[int, int]]:
+    with database.engine.connect() as conn:
+        return {index.name: hnsw_graphs.graph_of(index) for index in describe_hnsw_indexes(conn, catalog)}
+
+
+def _nearest(database: Database, vector: np.ndarray) -> str:
+    with database.engine.begin() as conn:
+        return conn.execute(
+            text("SELECT sku FROM products ORDER BY image_embedding <=> CAST(:v AS vector) LIMIT 1"),
+            {"v": vector_text(vector)},
+        ).scalar_one()
+
+
+def _ours(catalog: Catalog) -> set[str]:
+    return {catalog.image_index, catalog.fallback_index, index_name(catalog, "dress")}
+
+
+def test_a_new_install_builds_its_graphs_with_the_settings(
+    create_database: Callable[[], str], make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(database_url=create_database(), hnsw_m=8, hnsw_ef_construction=32)
+    database = Database(settings)
+    try:
+        migrate.upgrade(database)
+        catalog = Catalog.from_settings(settings)
+        _seed(database, catalog)
+        graphs = _graphs(database, catalog)
+        assert {name: graphs[name] for name in _ours(catalog)} == dict.fromkeys(_ours(catalog), (8, 32))
+        report = hnsw_graphs.sync(database, catalog)
+        assert report.rebuilt == {} and sorted(report.kept) == sorted(_ours(catalog))
+    finally:
+        database.dispose()
+
+
+def test_changed_parameters_rebuild_our_graphs_and_nothing_else(migrated_database: Database) -> None:
+    default = Catalog.from_settings(migrated_database.settings)
+    vectors = _seed(migrated_database, default)
+    before = _graphs(migrated_database, default)
+    assert {name: before[name] for name in _ours(default)} == dict.fromkeys(_ours(default), (16, 64))
+    with migrated_database.engine.connect() as conn:
+        assert hnsw_graphs.stale_graphs(conn, default) == []
+
+    catalog = dataclasses.replace(default, hnsw_m=12, hnsw_ef_construction=48)
+    with migrated_database.engine.connect() as conn:
+        assert set(hnsw_graphs.stale_graphs(conn, catalog)) == _ours(catalog)
+    report = hnsw_graphs.sync(migrated_database, catalog)
+    assert set(report.rebuilt) == _ours(catalog) and not report.deferred and not report.skipped
+    after = _graphs(migrated_database, catalog)
+    assert {name: after[name] for name in _ours(catalog)} == dict.fromkeys(_ours(catalog), (12, 48))
+    assert after[SHOP_INDEX] == (4, 8)  # the shop's own index, untouched
+    assert set(after) == set(before)  # nothing added, nothing lost (no leftover copies)
+    with migrated_database.engine.connect() as conn:
+        assert all(index.valid for index in describe_hnsw_indexes(conn, catalog))
+    assert _nearest(migrated_database, vectors[5]) == "S5"  # the rebuilt graph answers
+    again = hnsw_graphs.sync(migrated_database, catalog)
+    assert again.rebuilt == {} and set(again.kept) == _ours(catalog)
+    assert "3 rebuilt" in report.render(catalog.hnsw_graph)
+
+
+def test_no_rebuild_while_a_bulk_load_holds_the_indexes(migrated_database: Database) -> None:
+    default = Catalog.from_settings(migrated_database.settings)
+    _seed(migrated_database, default)
+    catalog = dataclasses.replace(default, hnsw_m=8, hnsw_ef_construction=32)
+    lock = {"k": DEFER_LOCK_KEY, "t": catalog.qualified}
+    with migrated_database.autocommit() as holder:
+        holder.execute(text("SELECT pg_advisory_lock(CAST(:k AS integer), hashtext(:t))"), lock)
+        report = hnsw_graphs.sync(migrated_database, catalog)
+        holder.execute(text("SELECT pg_advisory_unlock(CAST(:k AS integer), hashtext(:t))"), lock)
+    assert report.skipped and report.rebuilt == {}
+    assert "left to it" in report.render(catalog.hnsw_graph)
+
+
+def test_the_background_upkeep_rebuilds_them(migrated_database: Database) -> None:
+    default = Catalog.from_settings(migrated_database.settings)
+    _seed(migrated_database, default)
+    settings = migrated_database.settings.model_copy(
+        update={
+            "hnsw_m": 8,
+            "hnsw_ef_construction": 40,
+            "category_index_min_rows": POLICY.min_rows,
+            "category_index_max_share": POLICY.max_share,
+        }
+    )
+    catalog = Catalog.from_settings(settings)
+    Maintenance(settings, migrated_database, catalog).after_round(Tally(embedded=1), every_s=0.0)
+    graphs = _graphs(migrated_database, catalog)
+    assert {name: graphs[name] for name in _ours(catalog)} == dict.fromkeys(_ours(catalog), (8, 40))
+
+
+def test_unbuildable_parameters_are_refused_at_start(make_settings: Callable[..., Settings]) -> None:
+    with pytest.raises(ValidationError, match="must be at least 2 x LOOKALIKE_HNSW_M"):
+        make_settings(hnsw_m=32, hnsw_ef_construction=40)
