@@ -43,8 +43,6 @@ def is_connection_failure(ctx: ExceptionContext) -> bool:
     disconnect (SQLAlchemy's ``is_disconnect``) or as an admin/crash-shutdown SQLSTATE. A
     statement timeout (57014) or a constraint violation stays what it is.
     """
-    if ctx.is_pre_ping:  # the pool pings, fails, and reconnects by itself: not our business
-        return False
     error = ctx.sqlalchemy_exception
     if not isinstance(error, OperationalError | InterfaceError):
         return False

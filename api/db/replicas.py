@@ -37,6 +37,7 @@ from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import DBAPIError
 
 from api.db.availability import Availability, is_connection_failure
+from api.db.liveness import discard_dead_connections
 from api.errors import DatabaseUnavailableError
 
 log = logging.getLogger(__name__)
@@ -210,6 +211,7 @@ def build_replicas(
     for raw in urls:
         url, display = make_url(raw)
         engine = create_engine(url, **engine_options)
+        discard_dead_connections(engine)
         replica = Replica(url, display, engine, max_lag_s, reset_after_s)
 
         def _gone(ctx: ExceptionContext, replica: Replica = replica) -> None:
