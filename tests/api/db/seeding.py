@@ -32,3 +32,17 @@ def copy_products(database: Database, columns: str, rows: Iterable[tuple[object,
             for row in rows:
                 copy.write_row(row)
         conn.execute(text("ANALYZE products"))
+
+
+def copy_dresses_and_hats(database: Database, seed: int) -> np.ndarray:
+    """300 products with CLIP vectors, S0-S199 "dress" and S200-S299 "hat"; returns the vectors."""
+    vectors = clustered_unit_vectors(np.random.default_rng(seed), 300)
+    copy_products(
+        database,
+        "sku, name, category, image_embedding",
+        (
+            (f"S{i}", f"item {i}", "dress" if i < 200 else "hat", vector_text(v))
+            for i, v in enumerate(vectors)
+        ),
+    )
+    return vectors

@@ -20,7 +20,7 @@ from api.db.vector_indexes import DEFER_LOCK_KEY, describe_hnsw_indexes
 from api.services.ingest.maintenance import Maintenance
 from api.services.ingest.progress import Tally
 from api.settings import Settings
-from tests.api.db.seeding import clustered_unit_vectors, copy_products, vector_text
+from tests.api.db.seeding import copy_dresses_and_hats, vector_text
 
 SHOP_INDEX = "shop_own_embedding_hnsw"
 POLICY = CategoryIndexPolicy(150, 0.9, 4)
@@ -29,15 +29,7 @@ POLICY = CategoryIndexPolicy(150, 0.9, 4)
 def _seed(database: Database, catalog: Catalog) -> np.ndarray:
     """300 products in two categories, one with its own partial index, plus an HNSW index the shop
     made itself on the same column."""
-    vectors = clustered_unit_vectors(np.random.default_rng(7), 300)
-    copy_products(
-        database,
-        "sku, name, category, image_embedding",
-        (
-            (f"S{i}", f"item {i}", "dress" if i < 200 else "hat", vector_text(v))
-            for i, v in enumerate(vectors)
-        ),
-    )
+    vectors = copy_dresses_and_hats(database, seed=7)
     sync_categories(database, catalog, POLICY)
     with database.begin() as conn:
         conn.exec_driver_sql(

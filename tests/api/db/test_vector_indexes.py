@@ -6,7 +6,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 from sqlalchemy import text
 
@@ -16,7 +15,7 @@ from api.db.category_indexes import CategoryIndexPolicy, sync
 from api.db.engine import Database
 from api.db.vector_indexes import DEFER_LOCK_KEY, deferred, hnsw_indexes
 from api.services.ingest.bulk import should_defer
-from tests.api.db.seeding import clustered_unit_vectors, copy_products, vector_text
+from tests.api.db.seeding import copy_dresses_and_hats
 from tests.support import REPO_ROOT, clean_env
 
 
@@ -33,15 +32,7 @@ def _definitions(database: Database) -> dict[str, str]:
 @pytest.fixture
 def catalog_db(migrated_database: Database) -> Database:
     """300 products in two categories, with CLIP vectors, and a partial index for one category."""
-    vectors = clustered_unit_vectors(np.random.default_rng(3), 300)
-    copy_products(
-        migrated_database,
-        "sku, name, category, image_embedding",
-        (
-            (f"S{i}", f"item {i}", "dress" if i < 200 else "hat", vector_text(v))
-            for i, v in enumerate(vectors)
-        ),
-    )
+    copy_dresses_and_hats(migrated_database, seed=3)
     sync(migrated_database, _catalog(migrated_database), CategoryIndexPolicy(150, 0.9, 4))
     return migrated_database
 
