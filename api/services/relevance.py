@@ -20,6 +20,9 @@ the phrase may be low: that is why the words are fused in at all).
 
 from __future__ import annotations
 
+import json
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -28,7 +31,6 @@ import numpy as np
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import Connection
 
-from api.db.binary_vector import BinaryVector
 from api.db.catalog import Catalog
 from api.db.search import Page, VectorColumn, VectorQuery
 
@@ -39,33 +41,61 @@ BACKGROUND_SAMPLE = 256
 RERANK_POOL = 200
 """Photo candidates the words re-rank in a fallback hybrid search (each page re-ranks the same pool)."""
 
+CENTROID_TTL_S = 30.0
+"""How long a sample's mean vector is reused: the background moves with the catalog's first rows,
+slowly, and a stale one only shifts where a list ends by a little."""
+_CENTROIDS_MAX = 256
+
 RunPage = Callable[[Page], list[dict[str, Any]]]
+
+_centroid_lock = threading.Lock()
+_centroids: dict[tuple[Any, ...], tuple[float, np.ndarray | None]] = {}
 
 
 def background(conn: Connection, catalog: Catalog, query: VectorQuery) -> float | None:
     """Mean cosine similarity of the query vector to the first BACKGROUND_SAMPLE embedded rows.
 
     The rows are the table's first in physical order: arbitrary with respect to any query, the
-    same for every page of a search, and read without a sort (cost: docs/benchmarks.md, match floor).
+    same for every page of a search, and read without a sort. The mean of the query's cosines to
+    the sample is its unit vector's dot product with the mean of the sample's unit vectors, so only
+    that mean is read (once per CENTROID_TTL_S once the sample is full) and a search pays a dot
+    product instead of a query over 256 de-TOASTed vectors (docs/benchmarks.md, match floor).
     """
-    column = query.column.value
-    model_column = "image_model" if query.column is VectorColumn.CLIP else "fallback_model"
-    table = catalog.qualified
-    model_clause = f"AND {model_column} = :model" if query.model_id is not None else ""
+    centroid = _sample_centroid(conn, catalog, query.column, query.model_id)
+    vector = np.asarray(query.vector, dtype=np.float64)
+    norm = float(np.linalg.norm(vector))
+    if centroid is None or norm == 0.0:
+        return None
+    return float(centroid @ vector / norm)
+
+
+def _sample_centroid(
+    conn: Connection, catalog: Catalog, column: VectorColumn, model_id: str | None
+) -> np.ndarray | None:
+    key = (conn.engine.url, catalog, column, model_id)
+    now = time.monotonic()
+    with _centroid_lock:
+        cached = _centroids.get(key)
+    if cached is not None and cached[0] > now:
+        return cached[1]  # reused only once the sample is full (below)
+    model_column = "image_model" if column is VectorColumn.CLIP else "fallback_model"
+    model_clause = f"AND {model_column} = :model" if model_id is not None else ""
     statement = text(
-        f"SELECT avg(1 - ({column} <=> CAST(:vector AS vector))) FROM "
-        f"(SELECT {column} FROM {table} WHERE {column} IS NOT NULL {model_clause} LIMIT :n) AS sample"
+        f"SELECT CAST(avg(l2_normalize(CAST({column.value} AS vector))) AS text), count(*) FROM "
+        f"(SELECT {column.value} FROM {catalog.qualified} WHERE {column.value} IS NOT NULL "
+        f"{model_clause} LIMIT :n) AS sample"
     )
-    params: dict[str, Any] = {
-        "vector": BinaryVector(
-            np.asarray(query.vector, dtype=np.float32)
-        ),  # binary: no float text round trip
-        "n": BACKGROUND_SAMPLE,
-    }
-    if query.model_id is not None:
-        params["model"] = query.model_id
-    value = conn.execute(statement, params).scalar()
-    return float(value) if value is not None else None
+    params: dict[str, Any] = {"n": BACKGROUND_SAMPLE}
+    if model_id is not None:
+        params["model"] = model_id
+    value, rows = conn.execute(statement, params).one()
+    centroid = None if value is None else np.asarray(json.loads(value), dtype=np.float64)
+    if rows == BACKGROUND_SAMPLE:  # a catalog still filling its sample reads it again each time
+        with _centroid_lock:
+            _centroids[key] = (now + CENTROID_TTL_S, centroid)
+            while len(_centroids) > _CENTROIDS_MAX:
+                _centroids.pop(next(iter(_centroids)))
+    return centroid
 
 
 def with_matches(

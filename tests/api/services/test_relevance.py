@@ -7,11 +7,18 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
+from api.db.catalog import Catalog
+from api.db.engine import Database
+from api.db.search import VectorColumn, VectorQuery
+from api.services import relevance
 from api.settings import Settings
 from tests.api.conftest import ADMIN_TOKEN, Api, b64, running_api
+from tests.api.db.seeding import clustered_unit_vectors, copy_products, vector_text
 
 COLOURS = ("Red", "Blue", "Green")
 
@@ -119,3 +126,46 @@ def test_words_rerank_the_photo_candidates_when_clip_is_down(
     assert [hit["sku"] for hit in photo_only["results"]] == [hit["sku"] for hit in alone["results"]]
     # Cached per slider position: a repeat with another alpha is not the first one's answer.
     assert search(0.5)["cached"] and [h["sku"] for h in search(0.5)["results"]] == order
+
+
+def _sql_background(database: Database, vector: np.ndarray) -> float:
+    """The background as the mean of per-row cosines, computed by PostgreSQL."""
+    with database.engine.connect() as conn:
+        return float(
+            conn.execute(
+                text(
+                    "SELECT avg(1 - (image_embedding <=> CAST(:v AS vector))) FROM (SELECT image_embedding "
+                    "FROM products WHERE image_embedding IS NOT NULL LIMIT :n) AS sample"
+                ),
+                {"v": vector_text(vector), "n": relevance.BACKGROUND_SAMPLE},
+            ).scalar_one()
+        )
+
+
+def _background(database: Database, vector: np.ndarray) -> float | None:
+    catalog = Catalog.from_settings(database.settings)
+    with database.read() as conn:
+        return relevance.background(conn, catalog, VectorQuery(VectorColumn.CLIP, vector))
+
+
+def _copy(database: Database, vectors: np.ndarray, start: int) -> None:
+    rows = ((f"S{start + i}", f"item {i}", vector_text(v)) for i, v in enumerate(vectors))
+    copy_products(database, "sku, name, image_embedding", rows)
+
+
+def test_the_background_is_the_mean_cosine_to_the_sample_and_a_full_sample_is_read_once(
+    migrated_database: Database,
+) -> None:
+    rng = np.random.default_rng(11)
+    vectors = clustered_unit_vectors(rng, 400) * rng.uniform(0.5, 2.0, size=(400, 1)).astype(np.float32)
+    query = clustered_unit_vectors(rng, 1)[0] * 3  # neither side needs unit length
+    _copy(migrated_database, vectors[:100], 0)
+    assert _background(migrated_database, query) == pytest.approx(
+        _sql_background(migrated_database, query), abs=1e-5
+    )
+    _copy(migrated_database, vectors[100:], 100)  # a sample still filling up is read again
+    full = _sql_background(migrated_database, query)
+    assert _background(migrated_database, query) == pytest.approx(full, abs=1e-5)
+    with migrated_database.begin() as conn:
+        conn.execute(text("DELETE FROM products"))
+    assert _background(migrated_database, query) == pytest.approx(full, abs=1e-5)  # reused for its TTL
