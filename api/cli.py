@@ -11,10 +11,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, get_args
 
+from pydantic import ValidationError
+
 from api.db import migrate
 from api.db.engine import Database
 from api.errors import CatalogConfigError, LookalikeError
-from api.settings import MAX_EMBED_LANES, Settings, get_settings
+from api.settings import MAX_EMBED_LANES, Settings, describe_errors, get_settings
 from encoder.errors import EncoderError
 
 CLIP_RUNTIMES = get_args(Settings.model_fields["clip_runtime"].annotation)
@@ -442,7 +444,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.getLogger(noisy).setLevel(logging.WARNING)
     handler: Callable[[argparse.Namespace, Settings], None] = args.handler
     try:
-        handler(args, get_settings())
+        settings = get_settings()
+    except ValidationError as exc:  # a bad LOOKALIKE_* value: a usage error, one line each
+        for line in describe_errors(exc):
+            print(f"lookalike: error: {line}", file=sys.stderr)
+        return 2
+    try:
+        handler(args, settings)
     except CatalogConfigError as exc:  # a setting that does not fit the table: a usage error
         print(f"lookalike: error: {exc}", file=sys.stderr)
         return 2

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import platformdirs
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from api.cors import parse_origins
@@ -270,6 +270,19 @@ class Settings(BaseSettings):
     @property
     def fallback_dim(self) -> int:
         return MOBILENET_DIM
+
+
+def describe_errors(error: ValidationError) -> list[str]:
+    """One line per bad setting, named as the operator set it (``LOOKALIKE_<NAME>``), for the CLI:
+    a typo in the environment is a usage error, not a traceback."""
+    lines = []
+    for item in error.errors():
+        field = str(item["loc"][0]) if item["loc"] else ""
+        name = f"LOOKALIKE_{field.upper()}" if field else "settings"
+        message = str(item["msg"]).removeprefix("Value error, ")
+        value = f" (got {item['input']!r})" if field and isinstance(item.get("input"), str) else ""
+        lines.append(f"{name}: {message}{value}" if field else message)
+    return lines
 
 
 @lru_cache
