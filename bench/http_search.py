@@ -264,6 +264,8 @@ def main() -> int:
     seed(args.data_dir, args.products, args.sources)
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKALIKE_") and k != "DATABASE_URL"}
     env.update(LOOKALIKE_DATA_DIR=str(args.data_dir), LOOKALIKE_CLIP_RANDOM_WEIGHTS="1")
+    if "LOOKALIKE_CLIP_RUNTIME" in os.environ:  # the one setting a run may compare (docs/benchmarks.md)
+        env["LOOKALIKE_CLIP_RUNTIME"] = os.environ["LOOKALIKE_CLIP_RUNTIME"]
     server = subprocess.Popen(
         [sys.executable, "-m", "api.cli", "serve", "--port", str(args.port)],
         cwd=REPO_ROOT,
