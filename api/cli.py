@@ -122,9 +122,8 @@ def _db_rebuild_graphs(args: argparse.Namespace, settings: Settings) -> None:
     from api.db.catalog import Catalog
     from api.db.hnsw_graphs import sync
 
-    catalog = Catalog.from_settings(settings)
     with _database(settings) as database:
-        print(sync(database, catalog).render(catalog.hnsw_graph))
+        print(sync(database, Catalog.from_settings(settings)).render())
 
 
 def _workers(value: str) -> int:

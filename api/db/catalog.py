@@ -169,7 +169,7 @@ class Catalog:
     @property
     def hnsw_graph(self) -> tuple[int, int]:
         """(m, ef_construction) of every HNSW graph Lookalike builds on this table."""
-        return int(self.hnsw_m), int(self.hnsw_ef_construction)
+        return self.hnsw_m, self.hnsw_ef_construction
 
     @property
     def hnsw_options(self) -> str:

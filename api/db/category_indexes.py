@@ -28,7 +28,7 @@ from sqlalchemy import Connection, text
 
 from api.db.catalog import Catalog
 from api.db.engine import Database
-from api.db.vector_indexes import hnsw_indexes
+from api.db.vector_indexes import hnsw_indexes, table_lock_if_free
 from api.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -102,21 +102,15 @@ def existing_indexes(conn: Connection, catalog: Catalog) -> dict[str, bool]:
 def sync(database: Database, catalog: Catalog, policy: CategoryIndexPolicy) -> SyncReport:
     """Create the missing indexes, rebuild invalid ones, drop those whose category left the policy."""
     report = SyncReport()
-    with database.autocommit() as conn:
-        # Several API processes (serve --workers, several hosts) each run this after their
-        # embedding rounds: one at a time, and a process that finds it taken leaves it to the
-        # holder rather than queueing a second pass over the same indexes.
-        lock = {"k": SYNC_LOCK_KEY, "t": catalog.qualified}
-        if not conn.execute(
-            text("SELECT pg_try_advisory_lock(CAST(:k AS integer), hashtext(:t))"), lock
-        ).scalar():
+    # Several API processes (serve --workers, several hosts) each run this after their embedding
+    # rounds: one at a time, and a process that finds it taken leaves it to the holder rather than
+    # queueing a second pass over the same indexes.
+    with database.autocommit() as conn, table_lock_if_free(conn, SYNC_LOCK_KEY, catalog) as taken:
+        if not taken:
             log.info("category indexes: another process is maintaining them; skipped")
             report.skipped = True
             return report
-        try:
-            _sync_locked(conn, catalog, policy, report)
-        finally:
-            conn.execute(text("SELECT pg_advisory_unlock(CAST(:k AS integer), hashtext(:t))"), lock)
+        _sync_locked(conn, catalog, policy, report)
     if report.created or report.dropped:
         global _changes
         # This process's searches re-read their plan inputs (api.db.search); others within its TTL.

@@ -22,13 +22,19 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 from sqlalchemy.exc import OperationalError
 
 from api.db.catalog import PGVECTOR_GRAPH, Catalog
 from api.db.category_indexes import NAME_SUFFIX
 from api.db.engine import Database
-from api.db.vector_indexes import DEFER_LOCK_KEY, LOCK_WAIT, HnswIndex, describe_hnsw_indexes
+from api.db.vector_indexes import (
+    DEFER_LOCK_KEY,
+    HnswIndex,
+    bounded_lock_wait,
+    describe_hnsw_indexes,
+    table_lock_if_free,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +44,8 @@ _LEFTOVER = re.compile(r"_ccnew\d*$")
 
 @dataclass
 class GraphReport:
+    graph: tuple[int, int]
+    """The (m, ef_construction) the graphs should have."""
     rebuilt: dict[str, float] = field(default_factory=dict)
     """Index name -> seconds its rebuild took."""
     kept: list[str] = field(default_factory=list)
@@ -46,10 +54,10 @@ class GraphReport:
     skipped: bool = False
     """A bulk load or another process's rebuild held the lock."""
 
-    def render(self, graph: tuple[int, int]) -> str:
+    def render(self) -> str:
         if self.skipped:
             return "HNSW graphs: a bulk load or another process holds them (left to it)"
-        wanted = f"m {graph[0]}, ef_construction {graph[1]}"
+        wanted = f"m {self.graph[0]}, ef_construction {self.graph[1]}"
         lines = [f"HNSW graphs ({wanted}): {len(self.rebuilt)} rebuilt, {len(self.kept)} kept"]
         lines += [f"  ~ {name} ({seconds:.1f} s)" for name, seconds in self.rebuilt.items()]
         lines += [f"  ! {name}: busy, left for the next upkeep" for name in self.deferred]
@@ -58,12 +66,8 @@ class GraphReport:
 
 def graph_of(index: HnswIndex) -> tuple[int, int]:
     """(m, ef_construction) an index was built with, pgvector's defaults where it named none."""
-    options = dict(zip(("m", "ef_construction"), PGVECTOR_GRAPH, strict=True))
-    for option in index.options:
-        name, _, value = option.partition("=")
-        if name in options and value.isdigit():
-            options[name] = int(value)
-    return options["m"], options["ef_construction"]
+    options = dict(option.partition("=")[::2] for option in index.options)
+    return int(options.get("m", PGVECTOR_GRAPH[0])), int(options.get("ef_construction", PGVECTOR_GRAPH[1]))
 
 
 def ours(catalog: Catalog, name: str) -> bool:
@@ -71,45 +75,38 @@ def ours(catalog: Catalog, name: str) -> bool:
     return name in (catalog.image_index, catalog.fallback_index) or bool(NAME_SUFFIX.search(name))
 
 
+def _stale(catalog: Catalog, index: HnswIndex) -> bool:
+    return index.valid and ours(catalog, index.name) and graph_of(index) != catalog.hnsw_graph
+
+
 def stale_graphs(conn: Connection, catalog: Catalog) -> list[str]:
-    """Our valid HNSW indexes built with other parameters than the catalog's (health, upkeep)."""
-    return [
-        index.name
-        for index in describe_hnsw_indexes(conn, catalog)
-        if index.valid and ours(catalog, index.name) and graph_of(index) != catalog.hnsw_graph
-    ]
+    """Our valid HNSW indexes built with other parameters than the catalog's."""
+    return [index.name for index in describe_hnsw_indexes(conn, catalog) if _stale(catalog, index)]
 
 
 def sync(database: Database, catalog: Catalog) -> GraphReport:
     """Rebuild every graph of ours whose parameters differ from the catalog's; see the module doc."""
-    report = GraphReport()
-    lock = {"k": DEFER_LOCK_KEY, "t": catalog.qualified}
-    with database.autocommit() as conn:
-        if not conn.execute(
-            text("SELECT pg_try_advisory_lock(CAST(:k AS integer), hashtext(:t))"), lock
-        ).scalar():
+    report = GraphReport(catalog.hnsw_graph)
+    with database.autocommit() as conn, table_lock_if_free(conn, DEFER_LOCK_KEY, catalog) as taken:
+        if not taken:
             report.skipped = True
             return report
-        try:
-            _drop_leftovers(conn, catalog)
-            stale = set(stale_graphs(conn, catalog))
-            for index in describe_hnsw_indexes(conn, catalog):
-                if index.name in stale:
-                    _rebuild(conn, catalog, index.name, report)
-                elif index.valid and ours(catalog, index.name):
-                    report.kept.append(index.name)
-        finally:
-            conn.execute(text("SELECT pg_advisory_unlock(CAST(:k AS integer), hashtext(:t))"), lock)
+        for index in describe_hnsw_indexes(conn, catalog):
+            if _leftover(catalog, index):
+                conn.exec_driver_sql(f"DROP INDEX CONCURRENTLY IF EXISTS {catalog.in_schema(index.name)}")
+            elif _stale(catalog, index):
+                _rebuild(conn, catalog, index.name, report)
+            elif index.valid and ours(catalog, index.name):
+                report.kept.append(index.name)
     if report.rebuilt:
-        log.info(report.render(catalog.hnsw_graph))
+        log.info(report.render())
     return report
 
 
-def _drop_leftovers(conn: Connection, catalog: Catalog) -> None:
-    for index in describe_hnsw_indexes(conn, catalog):
-        base = _LEFTOVER.sub("", index.name)
-        if not index.valid and base != index.name and ours(catalog, base):
-            conn.exec_driver_sql(f"DROP INDEX CONCURRENTLY IF EXISTS {catalog.in_schema(index.name)}")
+def _leftover(catalog: Catalog, index: HnswIndex) -> bool:
+    """The invalid copy an interrupted rebuild of one of ours left behind."""
+    base = _LEFTOVER.sub("", index.name)
+    return not index.valid and base != index.name and ours(catalog, base)
 
 
 def _rebuild(conn: Connection, catalog: Catalog, name: str, report: GraphReport) -> None:
@@ -117,15 +114,15 @@ def _rebuild(conn: Connection, catalog: Catalog, name: str, report: GraphReport)
     qualified = catalog.in_schema(name)
     # ALTER INDEX SET takes the index's strongest lock for a catalog update: wait LOCK_WAIT at
     # most (a long transaction must not queue every search behind this), retry next upkeep.
-    conn.exec_driver_sql(f"SET lock_timeout = '{LOCK_WAIT}'")
     try:
-        conn.exec_driver_sql(f"ALTER INDEX {qualified} SET (m = {m}, ef_construction = {ef_construction})")
+        with bounded_lock_wait(conn):
+            conn.exec_driver_sql(
+                f"ALTER INDEX {qualified} SET (m = {m}, ef_construction = {ef_construction})"
+            )
     except OperationalError as exc:
         log.warning("HNSW graph %s: cannot set its parameters now (%s); next upkeep", name, exc.orig)
         report.deferred.append(name)
         return
-    finally:
-        conn.exec_driver_sql("RESET lock_timeout")
     log.info(
         "rebuilding HNSW graph %s with m %d, ef_construction %d (concurrently)", name, m, ef_construction
     )

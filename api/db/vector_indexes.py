@@ -118,6 +118,32 @@ def deferred(database: Database, catalog: Catalog) -> Iterator[Deferral]:
             )
 
 
+@contextmanager
+def table_lock_if_free(conn: Connection, key: int, catalog: Catalog) -> Iterator[bool]:
+    """The session advisory lock (``key``, a hash of the table) when nobody holds it: yields
+    whether it was taken, and releases it on the way out. Index upkeep that several processes
+    run (category indexes, graph rebuilds) leaves the work to a holder instead of queueing."""
+    lock = {"k": key, "t": catalog.qualified}
+    taken = bool(
+        conn.execute(text("SELECT pg_try_advisory_lock(CAST(:k AS integer), hashtext(:t))"), lock).scalar()
+    )
+    try:
+        yield taken
+    finally:
+        if taken:
+            conn.execute(text("SELECT pg_advisory_unlock(CAST(:k AS integer), hashtext(:t))"), lock)
+
+
+@contextmanager
+def bounded_lock_wait(conn: Connection) -> Iterator[None]:
+    """Statements in the block wait at most LOCK_WAIT for a lock (a session setting, reset after)."""
+    conn.exec_driver_sql(f"SET lock_timeout = '{LOCK_WAIT}'")
+    try:
+        yield
+    finally:
+        conn.exec_driver_sql("RESET lock_timeout")
+
+
 def restore_missing(database: Database, catalog: Catalog) -> list[str]:
     """Build the main HNSW indexes a dead bulk load left out; nothing while a live one holds them.
 
@@ -125,15 +151,13 @@ def restore_missing(database: Database, catalog: Catalog) -> list[str]:
     PostgreSQL notices its connection is gone.
     """
     with database.autocommit() as conn:
-        conn.exec_driver_sql(f"SET lock_timeout = '{LOCK_WAIT}'")
         try:
-            conn.execute(
-                text("SELECT pg_advisory_lock(CAST(:k AS integer), hashtext(:t))"), _lock_args(catalog)
-            )
+            with bounded_lock_wait(conn):
+                conn.execute(
+                    text("SELECT pg_advisory_lock(CAST(:k AS integer), hashtext(:t))"), _lock_args(catalog)
+                )
         except OperationalError:  # lock_timeout: a live bulk load holds the indexes
             return []
-        finally:
-            conn.exec_driver_sql("RESET lock_timeout")
         try:
             return _create_missing(conn, catalog)
         finally:

@@ -28,6 +28,7 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
+from cachetools import TTLCache
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import Connection
 
@@ -44,12 +45,13 @@ RERANK_POOL = 200
 CENTROID_TTL_S = 30.0
 """How long a sample's mean vector is reused: the background moves with the catalog's first rows,
 slowly, and a stale one only shifts where a list ends by a little."""
-_CENTROIDS_MAX = 256
 
 RunPage = Callable[[Page], list[dict[str, Any]]]
 
-_centroid_lock = threading.Lock()
-_centroids: dict[tuple[Any, ...], tuple[float, np.ndarray | None]] = {}
+_centroid_lock = threading.Lock()  # cachetools' caches are not thread-safe
+_centroids: TTLCache[tuple[Any, ...], np.ndarray] = TTLCache(
+    maxsize=256, ttl=CENTROID_TTL_S, timer=time.monotonic
+)
 
 
 def background(conn: Connection, catalog: Catalog, query: VectorQuery) -> float | None:
@@ -73,11 +75,10 @@ def _sample_centroid(
     conn: Connection, catalog: Catalog, column: VectorColumn, model_id: str | None
 ) -> np.ndarray | None:
     key = (conn.engine.url, catalog, column, model_id)
-    now = time.monotonic()
     with _centroid_lock:
         cached = _centroids.get(key)
-    if cached is not None and cached[0] > now:
-        return cached[1]  # reused only once the sample is full (below)
+    if cached is not None:
+        return cached
     model_column = "image_model" if column is VectorColumn.CLIP else "fallback_model"
     model_clause = f"AND {model_column} = :model" if model_id is not None else ""
     statement = text(
@@ -89,12 +90,12 @@ def _sample_centroid(
     if model_id is not None:
         params["model"] = model_id
     value, rows = conn.execute(statement, params).one()
-    centroid = None if value is None else np.asarray(json.loads(value), dtype=np.float64)
+    if value is None:
+        return None
+    centroid = np.asarray(json.loads(value), dtype=np.float64)
     if rows == BACKGROUND_SAMPLE:  # a catalog still filling its sample reads it again each time
         with _centroid_lock:
-            _centroids[key] = (now + CENTROID_TTL_S, centroid)
-            while len(_centroids) > _CENTROIDS_MAX:
-                _centroids.pop(next(iter(_centroids)))
+            _centroids[key] = centroid
     return centroid
 
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import socket
-import time
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
 from api.db.engine import Database
 from api.db.liveness import has_input
+from tests.api.services.net_servers import wait_until
 
 
 def test_an_idle_socket_has_no_input_and_a_closed_peer_shows() -> None:
@@ -37,14 +37,9 @@ def test_a_connection_ended_in_the_pool_is_replaced_and_a_live_one_reused(migrat
     try:
         with admin.connect() as conn:
             assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first}).scalar()
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline:  # the backend is gone: its goodbye is on our socket
-                gone = not conn.execute(
-                    text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"), {"pid": first}
-                ).scalar()
-                if gone:
-                    break
-                time.sleep(0.05)
+            gone = text("SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = :pid")
+            # Once the backend is gone, its goodbye is on the pooled socket.
+            wait_until(lambda: conn.execute(gone, {"pid": first}).scalar(), 5)
     finally:
         admin.dispose()
     # The pool's one connection is the ended one: the next reads must not see it.
