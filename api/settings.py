@@ -106,11 +106,11 @@ class Settings(BaseSettings):
     clip_runtime: Literal[
         "auto", "torch", "onnx", "onnx-int8", "openvino", "openvino-bf16", "openvino-int8"
     ] = "auto"
-    """CPU only: run CLIP on ONNX Runtime, exported on first start into the user cache dir
-    (``$XDG_CACHE_HOME/lookalike/onnx``). ``auto`` takes the fastest of int8 / fp32 ONNX whose
-    vectors match torch fp32 (cosine >= 0.999) on this CPU, else torch. ``openvino*`` compile the
-    same graphs with OpenVINO (``encoder.openvino_clip``): slower than ``onnx-int8`` on the AMD
-    EPYC measured in docs/benchmarks.md, there for CPUs where OpenVINO's kernels win."""
+    """CPU only: run CLIP on ONNX Runtime or OpenVINO, exported on first start into the user cache
+    dir (``$XDG_CACHE_HOME/lookalike/onnx``). ``auto`` times ONNX Runtime int8 against OpenVINO
+    (bf16 image, int8 text) at start and serves each tower on the faster of those whose vectors
+    match torch fp32 (cosine >= 0.999) on this CPU, else torch (``encoder.clip_auto``): which one
+    wins depends on the CPU (docs/benchmarks.md)."""
     batch_size: int = 32
     embed_lanes: int | None = Field(default=None, ge=1, le=MAX_EMBED_LANES)
     """Batches ``lookalike ingest`` embeds at once, each decoded, encoded and written on its own

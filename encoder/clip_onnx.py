@@ -46,11 +46,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RUNTIMES = ("auto", "torch", "onnx", "onnx-int8", "openvino", "openvino-bf16", "openvino-int8")
-"""``auto``: the fastest of onnx-int8 / onnx / torch that passes parity here (torch on CUDA).
-``onnx``: fp32 ONNX for both towers. ``onnx-int8``: int8 image tower, and the int8 text tower
-where it passes parity (fp32 text otherwise). ``openvino*``: the same exported graphs compiled
-by OpenVINO (:mod:`encoder.openvino_clip`); measured slower than ``onnx-int8`` on the AMD
-EPYC (Zen 4) this project benchmarks on (docs/benchmarks.md), so ``auto`` does not pick them."""
+"""``auto``: per tower, the fastest at batch 1 on this CPU of ONNX Runtime int8 and OpenVINO
+(bf16 image, int8 text), among those that pass parity (:mod:`encoder.clip_auto`); torch when
+none does, and on CUDA. ``onnx``: fp32 ONNX for both towers. ``onnx-int8``: int8 image tower,
+and the int8 text tower where it passes parity (fp32 text otherwise). ``openvino*``: the same
+exported graphs compiled by OpenVINO (:mod:`encoder.openvino_clip`)."""
 
 PARITY_MIN_COSINE = 0.999
 """Every probe embedding must be at least this close to the torch fp32 one."""
@@ -75,6 +75,10 @@ class TowerSession(Protocol):
     """What a forward pass needs from a compiled tower: ONNX Runtime's ``InferenceSession.run``."""
 
     def run(self, output_names: None, input_feed: dict[str, np.ndarray]) -> list[np.ndarray]: ...
+
+
+Tower = tuple[str, TowerSession]
+"""A compiled tower and the runtime that serves it (``onnx-int8``, ``openvino-bf16``, ...)."""
 
 
 def default_cache_dir() -> Path:
@@ -103,13 +107,16 @@ class OnnxClipEncoder(ClipEncoder):
         runtime: str,
         text_runtime: str,
         artifacts: Path,
+        race: dict[str, dict[str, float]] | None = None,
     ) -> None:
         super().__init__(base.loaded, batch_size=base.batch_size)
         self.runtime = runtime
-        """``onnx-int8`` or ``onnx``: which image tower actually serves (auto resolves to one of them)."""
+        """Which image tower actually serves (``auto`` resolves to one of the runtimes)."""
         self.text_runtime = text_runtime
-        """``onnx-int8`` or ``onnx``: which text tower actually serves."""
+        """Which text tower actually serves."""
         self.artifacts = artifacts
+        self.race = race or {}
+        """``auto`` only: per tower, the batch-1 milliseconds of each runtime it timed here."""
         self._visual = visual
         self._text = text
 
@@ -152,6 +159,14 @@ class Probe:
     def image_parity(self, session: TowerSession) -> float:
         return _min_cosine(_run(session, "pixels", self.pixels).numpy(), self.want_image)
 
+    def encoder(
+        self, base: ClipEncoder, *, image: Tower, text: Tower, race: dict[str, dict[str, float]] | None = None
+    ) -> OnnxClipEncoder:
+        """``base`` with its forward passes on these towers (checked against this probe)."""
+        return OnnxClipEncoder(
+            base, image[1], text[1], runtime=image[0], text_runtime=text[0], artifacts=self.folder, race=race
+        )
+
 
 def prepare_probe(base: ClipEncoder, cache_dir: Path) -> Probe:
     """Check ``base`` can be exported, and get the torch reference (cached beside the artifacts)."""
@@ -168,18 +183,15 @@ def prepare_probe(base: ClipEncoder, cache_dir: Path) -> Probe:
 
 def build_onnx(base: ClipEncoder, runtime: str, cache_dir: Path) -> OnnxClipEncoder:
     """``base`` with both forward passes on ONNX Runtime ``runtime``; raises when it cannot serve."""
+    probe = prepare_probe(base, cache_dir)
+    return probe.encoder(base, image=onnx_image_tower(probe, runtime), text=onnx_text_tower(probe, runtime))
+
+
+def onnx_image_tower(probe: Probe, runtime: str) -> Tower:
+    """The image tower on ONNX Runtime: int8 where it passes parity (``auto`` then tries fp32)."""
     import onnxruntime  # noqa: F401 -- fail here, with the reason logged, if it is missing
 
-    probe = prepare_probe(base, cache_dir)
-    text_runtime, text = select_tower(
-        probe.folder,
-        "text",
-        ["onnx-int8", "onnx"] if runtime in ("auto", "onnx-int8") else ["onnx"],
-        probe.export_text,
-        quantize_text_int8,
-        probe.text_parity,
-    )
-    image_runtime, visual = select_tower(
+    return select_tower(
         probe.folder,
         "visual",
         ["onnx-int8", "onnx"] if runtime == "auto" else [runtime],
@@ -187,8 +199,19 @@ def build_onnx(base: ClipEncoder, runtime: str, cache_dir: Path) -> OnnxClipEnco
         quantize_visual_int8,
         probe.image_parity,
     )
-    return OnnxClipEncoder(
-        base, visual, text, runtime=image_runtime, text_runtime=text_runtime, artifacts=probe.folder
+
+
+def onnx_text_tower(probe: Probe, runtime: str) -> Tower:
+    """The text tower on ONNX Runtime: int8 weights where they pass parity, else fp32."""
+    import onnxruntime  # noqa: F401 -- fail here, with the reason logged, if it is missing
+
+    return select_tower(
+        probe.folder,
+        "text",
+        ["onnx-int8", "onnx"] if runtime in ("auto", "onnx-int8") else ["onnx"],
+        probe.export_text,
+        quantize_text_int8,
+        probe.text_parity,
     )
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from encoder.base import Encoder
 from encoder.client import ModelName, RemoteEncoder
 from encoder.clip import ClipEncoder, load_clip_encoder
+from encoder.clip_auto import build_auto
 from encoder.clip_onnx import RUNTIMES, OnnxClipEncoder, build_onnx, default_cache_dir
 from encoder.errors import EncoderUnavailableError
 from encoder.mobilenet import MobileNetEncoder, load_mobilenet_encoder
@@ -64,9 +65,13 @@ def _on_runtime(base: ClipEncoder, runtime: str, cache_dir: Path) -> ClipEncoder
         if runtime != "auto":
             log.warning("CLIP runtime %s is CPU-only; using torch on %s", runtime, base.device)
         return base
-    build = build_openvino if runtime.startswith("openvino") else build_onnx
     try:
-        fast = build(base, runtime, cache_dir)
+        if runtime == "auto":
+            fast = build_auto(base, cache_dir)
+        elif runtime.startswith("openvino"):
+            fast = build_openvino(base, runtime, cache_dir)
+        else:
+            fast = build_onnx(base, runtime, cache_dir)
     except Exception as exc:  # never crash the service over an optimisation
         log.warning("CLIP runtime %s unavailable, using torch fp32: %s", runtime, exc)
         return base

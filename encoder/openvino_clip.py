@@ -15,15 +15,15 @@ Three variants, selectable with ``LOOKALIKE_CLIP_RUNTIME``:
   image graph (``DynamicQuantizeLinear`` + ``MatMulInteger``) is decomposed to fp32 by
   OpenVINO and ran 4x slower than it does in ONNX Runtime here.
 
-On the AMD EPYC (Zen 4, 2 cores) this project is measured on, ONNX Runtime's int8 image tower
-stays the fastest correct one (docs/benchmarks.md), so ``auto`` keeps choosing it; these are
-here for CPUs where OpenVINO's kernels are the better ones (Intel with AMX), to be measured
-there with ``bench/encode.py --clip-runtimes ...,openvino-int8``.
+Which is fastest depends on the CPU: on an AMD EPYC (Zen 4) ONNX Runtime's int8 image tower
+led, on a Xeon with AMX this bf16 one does (docs/benchmarks.md), so ``auto`` times both where it
+runs (:mod:`encoder.clip_auto`) instead of trusting a table.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from encoder.clip import ClipEncoder
-from encoder.clip_onnx import OnnxClipEncoder, prepare_probe, select_tower
+from encoder.clip_onnx import OnnxClipEncoder, Probe, Tower, prepare_probe, select_tower
 from encoder.onnx_export import quantize_blockwise_int8
 
 PRECISION = {"openvino": "f32", "openvino-bf16": "bf16", "openvino-int8": "f32"}
@@ -80,38 +80,51 @@ def build_openvino(base: ClipEncoder, runtime: str, cache_dir: Path) -> OnnxClip
     """``base`` with both forward passes on OpenVINO ``runtime``; raises when it cannot serve."""
     if runtime not in PRECISION:
         raise ValueError(f"unknown OpenVINO runtime {runtime!r}; use one of {', '.join(PRECISION)}")
-    import openvino  # noqa: F401 -- fail here, with the reason logged, if it is missing
-
     probe = prepare_probe(base, cache_dir)
-    blobs = probe.folder / "openvino-blobs"
-
-    def open_session(path: Path) -> OpenVinoSession:
-        return compile_tower(path, PRECISION[runtime], blobs)
-
-    int8, fp32 = ("openvino-int8", "openvino") if runtime != "openvino-bf16" else ("-", runtime)
-    text_runtime, text = select_tower(
-        probe.folder,
-        "text",
-        [int8, fp32] if runtime == "openvino-int8" else [fp32],
-        probe.export_text,
-        quantize_blockwise_int8,  # the same file as ONNX Runtime's int8 text tower
-        probe.text_parity,
-        open_session=open_session,
-        names=(int8, fp32),
-        runtime_tag=f".{runtime}",
+    return probe.encoder(
+        base, image=openvino_image_tower(probe, runtime), text=openvino_text_tower(probe, runtime)
     )
-    image_runtime, visual = select_tower(
+
+
+def openvino_image_tower(probe: Probe, runtime: str) -> Tower:
+    """The image tower compiled for ``runtime`` (its own int8 file for ``openvino-int8``)."""
+    return select_tower(
         probe.folder,
         "visual",
         [runtime],
         probe.export_visual,
         quantize_blockwise_int8,
         probe.image_parity,
-        open_session=open_session,
+        open_session=_opener(probe, runtime),
         int8_name="int8-blockwise",
+        names=_names(runtime),
+        runtime_tag=f".{runtime}",
+    )
+
+
+def openvino_text_tower(probe: Probe, runtime: str) -> Tower:
+    """The text tower compiled for ``runtime``; ``openvino-int8`` falls back to fp32 weights."""
+    int8, fp32 = _names(runtime)
+    return select_tower(
+        probe.folder,
+        "text",
+        [int8, fp32] if runtime == "openvino-int8" else [fp32],
+        probe.export_text,
+        quantize_blockwise_int8,  # the same file as ONNX Runtime's int8 text tower
+        probe.text_parity,
+        open_session=_opener(probe, runtime),
         names=(int8, fp32),
         runtime_tag=f".{runtime}",
     )
-    return OnnxClipEncoder(
-        base, visual, text, runtime=image_runtime, text_runtime=text_runtime, artifacts=probe.folder
-    )
+
+
+def _names(runtime: str) -> tuple[str, str]:
+    """What select_tower calls the int8 and fp32 files of ``runtime`` (bf16 has no int8 file)."""
+    return ("openvino-int8", "openvino") if runtime != "openvino-bf16" else ("-", runtime)
+
+
+def _opener(probe: Probe, runtime: str) -> Callable[[Path], OpenVinoSession]:
+    import openvino  # noqa: F401 -- fail here, with the reason logged, if it is missing
+
+    blobs = probe.folder / "openvino-blobs"
+    return lambda path: compile_tower(path, PRECISION[runtime], blobs)
