@@ -84,9 +84,11 @@ class Settings(BaseSettings):
     hnsw_m: int = Field(default=16, ge=2, le=100)
     """Links per node in every HNSW graph Lookalike builds (main, fallback, per-category); pgvector's
     default. More links: better recall at the same ef_search, bigger graphs, slower builds."""
-    hnsw_ef_construction: int = Field(default=64, ge=4, le=1000)
-    """Candidate list while building each graph (pgvector's default; at least 2 x ``hnsw_m``): a
-    wider one builds a better graph for more build time (docs/benchmarks.md, issue 20 at 1M).
+    hnsw_ef_construction: int | None = Field(default=None, ge=4, le=1000)
+    """Candidate list while building each graph (at least 2 x ``hnsw_m``): a wider one builds a
+    better graph for more build time (docs/benchmarks.md, issue 20 at 1M). Unset: by the graph's
+    size, pgvector's 64 below 200,000 rows and 128 from there (``api.db.catalog.hnsw_graph``), so
+    a catalog that grows past it gets wider graphs without anyone setting this.
     Changing either rebuilds the existing graphs, ``CONCURRENTLY``, in the background worker's
     index upkeep or at once with ``lookalike db rebuild-graphs`` (:mod:`api.db.hnsw_graphs`)."""
     vector_storage: Literal["vector", "halfvec"] = "vector"
@@ -244,7 +246,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _buildable_graphs(self) -> Settings:
         # pgvector refuses the index otherwise; say so at start, not at the first build.
-        if self.hnsw_ef_construction < 2 * self.hnsw_m:
+        if self.hnsw_ef_construction is not None and self.hnsw_ef_construction < 2 * self.hnsw_m:
             raise ValueError(
                 f"LOOKALIKE_HNSW_EF_CONSTRUCTION ({self.hnsw_ef_construction}) must be at least "
                 f"2 x LOOKALIKE_HNSW_M ({2 * self.hnsw_m})"

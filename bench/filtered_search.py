@@ -44,6 +44,7 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from api.db import hnsw_graphs  # noqa: E402
 from api.db import search as search_module  # noqa: E402
 from api.db.catalog import Catalog  # noqa: E402
 from api.db.category_indexes import CategoryIndexPolicy, sync  # noqa: E402
@@ -158,8 +159,11 @@ def seed(
         existing = conn.exec_driver_sql(f"SELECT count(*) FROM {TABLE}").scalar() or 0
     if existing == rows and not reseed:
         settings = database.settings
-        report = sync(database, Catalog.from_settings(settings), CategoryIndexPolicy.from_settings(settings))
+        catalog = Catalog.from_settings(settings)
+        report = sync(database, catalog, CategoryIndexPolicy.from_settings(settings))
         print(report.render(), flush=True)  # the policy may have changed since the build
+        # So do the graph parameters: rebuilt as the product's upkeep would (none when current).
+        print(hnsw_graphs.sync(database, catalog).render(), flush=True)
         return {"reused": True, "category_indexes": report.created + report.kept}
     with database.autocommit() as conn:
         hnsw = conn.exec_driver_sql(

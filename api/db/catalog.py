@@ -96,6 +96,13 @@ class Listing:
 PGVECTOR_GRAPH = (16, 64)
 """pgvector's (m, ef_construction): what a graph built without ``WITH (...)`` has."""
 
+LARGE_GRAPH_ROWS = 200_000
+"""From this many rows a graph is built with LARGE_GRAPH_EF_CONSTRUCTION when the setting is unset.
+Measured (docs/benchmarks.md, issue 20): pgvector's 64 keeps filtered recall >= 0.95 at 100k rows
+and misses it at 1M (0.870-0.962), where 128 holds it (0.978-0.987). Between the two nothing was
+measured, so the switch sits at twice the size known to be fine."""
+LARGE_GRAPH_EF_CONSTRUCTION = 128
+
 
 @dataclass(frozen=True)
 class Catalog:
@@ -111,7 +118,8 @@ class Catalog:
     vector_storage: str = "vector"
     """``vector`` or ``halfvec``: the SQL type of the CLIP column and the opclass of its indexes."""
     hnsw_m: int = 16
-    hnsw_ef_construction: int = 64
+    hnsw_ef_construction: int | None = None
+    """None: by the graph's size (:meth:`hnsw_graph`)."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Catalog:
@@ -166,18 +174,30 @@ class Catalog:
         """The cosine opclass of the CLIP column's HNSW indexes (main and per-category)."""
         return f"{self.vector_storage}_cosine_ops"
 
-    @property
-    def hnsw_graph(self) -> tuple[int, int]:
-        """(m, ef_construction) of every HNSW graph Lookalike builds on this table."""
-        return self.hnsw_m, self.hnsw_ef_construction
+    def hnsw_graph(self, rows: int) -> tuple[int, int]:
+        """(m, ef_construction) for a Lookalike graph over ``rows`` rows: the settings', or when
+        ef_construction is unset, pgvector's 64 below LARGE_GRAPH_ROWS and 128 from there."""
+        if self.hnsw_ef_construction is not None:
+            return self.hnsw_m, self.hnsw_ef_construction
+        wide = LARGE_GRAPH_EF_CONSTRUCTION if rows >= LARGE_GRAPH_ROWS else PGVECTOR_GRAPH[1]
+        return self.hnsw_m, max(wide, 2 * self.hnsw_m)
 
-    @property
-    def hnsw_options(self) -> str:
-        """The ``WITH (...)`` clause that builds a graph with :attr:`hnsw_graph`; none for pgvector's
-        defaults, so a default install's indexes read as migration 0002 wrote them."""
-        if self.hnsw_graph == PGVECTOR_GRAPH:
+    def hnsw_graph_is_current(self, built: tuple[int, int], rows: int) -> bool:
+        """Whether a graph built with ``built`` over ``rows`` rows needs no rebuild. By size, a
+        wider graph than the size asks for is kept: a catalog that shrinks is not rebuilt narrower,
+        nor one that hovers around the threshold rebuilt again and again."""
+        wanted = self.hnsw_graph(rows)
+        if self.hnsw_ef_construction is not None:
+            return built == wanted
+        return built[0] == wanted[0] and built[1] >= wanted[1]
+
+    def hnsw_options(self, rows: int = 0) -> str:
+        """The ``WITH (...)`` clause that builds a graph over ``rows`` rows with :meth:`hnsw_graph`;
+        none for pgvector's defaults, so a default install's indexes read as migration 0002 wrote them."""
+        graph = self.hnsw_graph(rows)
+        if graph == PGVECTOR_GRAPH:
             return ""
-        m, ef_construction = self.hnsw_graph
+        m, ef_construction = graph
         return f"WITH (m = {m}, ef_construction = {ef_construction})"
 
     def clip_cast_sql(self, expression: str) -> str:

@@ -76,12 +76,12 @@ def index_name(catalog: Catalog, category: str) -> str:
     return catalog.table.encode()[: 63 - len(suffix)].decode(errors="ignore") + suffix
 
 
-def wanted_categories(conn: Connection, catalog: Catalog, policy: CategoryIndexPolicy) -> list[str]:
-    """Categories that qualify, largest first (none when the category is an expression into
-    another table: a partial index can only name the row's own columns)."""
+def wanted_categories(conn: Connection, catalog: Catalog, policy: CategoryIndexPolicy) -> dict[str, int]:
+    """Categories that qualify -> their embedded rows, largest first (none when the category is an
+    expression into another table: a partial index can only name the row's own columns)."""
     column = catalog.column_of("category")
     if column is None:
-        return []
+        return {}
     t = catalog.qualified
     rows = conn.execute(
         text(
@@ -90,8 +90,8 @@ def wanted_categories(conn: Connection, catalog: Catalog, policy: CategoryIndexP
             "GROUP BY 1 ORDER BY n DESC, 1"
         )
     ).all()
-    chosen = [c for c, n, total in rows if n >= policy.min_rows and n <= policy.max_share * float(total)]
-    return chosen[: policy.max_indexes]
+    chosen = [(c, n) for c, n, total in rows if n >= policy.min_rows and n <= policy.max_share * float(total)]
+    return dict(chosen[: policy.max_indexes])
 
 
 def existing_indexes(conn: Connection, catalog: Catalog) -> dict[str, bool]:
@@ -125,7 +125,8 @@ def changes() -> int:
 
 
 def _sync_locked(conn: Connection, catalog: Catalog, policy: CategoryIndexPolicy, report: SyncReport) -> None:
-    wanted = {index_name(catalog, c): c for c in wanted_categories(conn, catalog, policy)}
+    sizes = wanted_categories(conn, catalog, policy)
+    wanted = {index_name(catalog, c): c for c in sizes}
     existing = existing_indexes(conn, catalog)
     for name, valid in existing.items():
         if name not in wanted or not valid:
@@ -140,7 +141,7 @@ def _sync_locked(conn: Connection, catalog: Catalog, policy: CategoryIndexPolicy
         log.info("building the HNSW index for category %r (%s)", category, name)
         conn.exec_driver_sql(
             f'CREATE INDEX CONCURRENTLY IF NOT EXISTS "{name}" ON {catalog.qualified} '
-            f"USING hnsw (image_embedding {catalog.clip_opclass}) {catalog.hnsw_options} "
+            f"USING hnsw (image_embedding {catalog.clip_opclass}) {catalog.hnsw_options(sizes[category])} "
             f'WHERE "{catalog.column_of("category")}" = {literal}'.replace("%", "%%")
         )
         report.created.append(category)

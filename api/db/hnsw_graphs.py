@@ -3,6 +3,8 @@
 ``LOOKALIKE_HNSW_M`` and ``LOOKALIKE_HNSW_EF_CONSTRUCTION`` are how good a graph is: a walk of the
 same width finds more of the true nearest rows in a better one (docs/benchmarks.md, issue 20 at
 1M: ef_construction 128 added 0.10-0.16 recall on the grown 1M catalog, for 2.3x the build time).
+With ef_construction unset, a graph's size chooses it (``Catalog.hnsw_graph``): a catalog that
+grows past ``LARGE_GRAPH_ROWS`` has its graphs rebuilt wider, once.
 New graphs are built with them (``Catalog.hnsw_options``); an existing one keeps the parameters it
 was built with until :func:`sync` rebuilds it: ``ALTER INDEX ... SET`` records the new ones, then
 ``REINDEX INDEX CONCURRENTLY`` builds a new graph beside the old one and swaps them, so searches
@@ -25,7 +27,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Connection
 from sqlalchemy.exc import OperationalError
 
-from api.db.catalog import PGVECTOR_GRAPH, Catalog
+from api.db.catalog import LARGE_GRAPH_ROWS, PGVECTOR_GRAPH, Catalog
 from api.db.category_indexes import NAME_SUFFIX
 from api.db.engine import Database
 from api.db.vector_indexes import (
@@ -34,6 +36,7 @@ from api.db.vector_indexes import (
     bounded_lock_wait,
     describe_hnsw_indexes,
     table_lock_if_free,
+    table_rows,
 )
 
 log = logging.getLogger(__name__)
@@ -44,10 +47,10 @@ _LEFTOVER = re.compile(r"_ccnew\d*$")
 
 @dataclass
 class GraphReport:
-    graph: tuple[int, int]
-    """The (m, ef_construction) the graphs should have."""
+    rule: str
+    """The (m, ef_construction) the graphs should have, in words (:func:`describe_rule`)."""
     rebuilt: dict[str, float] = field(default_factory=dict)
-    """Index name -> seconds its rebuild took."""
+    """Index name -> seconds its rebuild took (and the ef_construction it got)."""
     kept: list[str] = field(default_factory=list)
     deferred: list[str] = field(default_factory=list)
     """Rebuilds left for the next upkeep: a long transaction held the index past ``LOCK_WAIT``."""
@@ -57,8 +60,7 @@ class GraphReport:
     def render(self) -> str:
         if self.skipped:
             return "HNSW graphs: a bulk load or another process holds them (left to it)"
-        wanted = f"m {self.graph[0]}, ef_construction {self.graph[1]}"
-        lines = [f"HNSW graphs ({wanted}): {len(self.rebuilt)} rebuilt, {len(self.kept)} kept"]
+        lines = [f"HNSW graphs ({self.rule}): {len(self.rebuilt)} rebuilt, {len(self.kept)} kept"]
         lines += [f"  ~ {name} ({seconds:.1f} s)" for name, seconds in self.rebuilt.items()]
         lines += [f"  ! {name}: busy, left for the next upkeep" for name in self.deferred]
         return "\n".join(lines)
@@ -75,27 +77,48 @@ def ours(catalog: Catalog, name: str) -> bool:
     return name in (catalog.image_index, catalog.fallback_index) or bool(NAME_SUFFIX.search(name))
 
 
-def _stale(catalog: Catalog, index: HnswIndex) -> bool:
-    return index.valid and ours(catalog, index.name) and graph_of(index) != catalog.hnsw_graph
+def describe_rule(catalog: Catalog) -> str:
+    m, ef_construction = catalog.hnsw_graph(0)
+    if catalog.hnsw_ef_construction is not None:
+        return f"m {m}, ef_construction {ef_construction}"
+    wide = catalog.hnsw_graph(LARGE_GRAPH_ROWS)[1]
+    return f"m {m}, ef_construction {ef_construction}, {wide} from {LARGE_GRAPH_ROWS:,} rows"
+
+
+def _graph_rows(catalog: Catalog, index: HnswIndex, table: int) -> int:
+    """What a graph's width is chosen by: the table's rows for the main graphs (the catalog they
+    will hold once embedded), the graph's own for a category's."""
+    return table if index.name in (catalog.image_index, catalog.fallback_index) else index.rows
+
+
+def _stale(catalog: Catalog, index: HnswIndex, table: int) -> bool:
+    return (
+        index.valid
+        and ours(catalog, index.name)
+        and not catalog.hnsw_graph_is_current(graph_of(index), _graph_rows(catalog, index, table))
+    )
 
 
 def stale_graphs(conn: Connection, catalog: Catalog) -> list[str]:
     """Our valid HNSW indexes built with other parameters than the catalog's."""
-    return [index.name for index in describe_hnsw_indexes(conn, catalog) if _stale(catalog, index)]
+    table = table_rows(conn, catalog)
+    return [index.name for index in describe_hnsw_indexes(conn, catalog) if _stale(catalog, index, table)]
 
 
 def sync(database: Database, catalog: Catalog) -> GraphReport:
     """Rebuild every graph of ours whose parameters differ from the catalog's; see the module doc."""
-    report = GraphReport(catalog.hnsw_graph)
+    report = GraphReport(describe_rule(catalog))
     with database.autocommit() as conn, table_lock_if_free(conn, DEFER_LOCK_KEY, catalog) as taken:
         if not taken:
             report.skipped = True
             return report
+        table = table_rows(conn, catalog)
         for index in describe_hnsw_indexes(conn, catalog):
             if _leftover(catalog, index):
                 conn.exec_driver_sql(f"DROP INDEX CONCURRENTLY IF EXISTS {catalog.in_schema(index.name)}")
-            elif _stale(catalog, index):
-                _rebuild(conn, catalog, index.name, report)
+            elif _stale(catalog, index, table):
+                graph = catalog.hnsw_graph(_graph_rows(catalog, index, table))
+                _rebuild(conn, catalog, index.name, graph, report)
             elif index.valid and ours(catalog, index.name):
                 report.kept.append(index.name)
     if report.rebuilt:
@@ -109,8 +132,10 @@ def _leftover(catalog: Catalog, index: HnswIndex) -> bool:
     return not index.valid and base != index.name and ours(catalog, base)
 
 
-def _rebuild(conn: Connection, catalog: Catalog, name: str, report: GraphReport) -> None:
-    m, ef_construction = catalog.hnsw_graph
+def _rebuild(
+    conn: Connection, catalog: Catalog, name: str, graph: tuple[int, int], report: GraphReport
+) -> None:
+    m, ef_construction = graph
     qualified = catalog.in_schema(name)
     # ALTER INDEX SET takes the index's strongest lock for a catalog update: wait LOCK_WAIT at
     # most (a long transaction must not queue every search behind this), retry next upkeep.

@@ -35,14 +35,15 @@ DEFER_LOCK_KEY = 0x4C4F4F4C
 """First half of the advisory lock a bulk load holds; the second is a hash of the table's name."""
 
 
-def index_ddl(catalog: Catalog, column: str, *, concurrently: bool = False) -> str:
-    """The one definition of a main HNSW index (migration 0002 wrote the same at first install)."""
+def index_ddl(catalog: Catalog, column: str, *, concurrently: bool = False, rows: int = 0) -> str:
+    """The one definition of a main HNSW index over ``rows`` rows (migration 0002 wrote the same at
+    first install; the rows choose its graph's width, see ``Catalog.hnsw_graph``)."""
     name = catalog.image_index if column == "image_embedding" else catalog.fallback_index
     how = "CONCURRENTLY " if concurrently else ""
     opclass = catalog.clip_opclass if column == "image_embedding" else "vector_cosine_ops"
     return (
         f'CREATE INDEX {how}IF NOT EXISTS "{name}" ON {catalog.qualified} '
-        f"USING hnsw ({column} {opclass}) {catalog.hnsw_options}".rstrip()
+        f"USING hnsw ({column} {opclass}) {catalog.hnsw_options(rows)}".rstrip()
     )
 
 
@@ -54,6 +55,8 @@ class HnswIndex(NamedTuple):
     """The indexed column; None for an index on an expression."""
     options: tuple[str, ...] = ()
     """Its storage parameters as PostgreSQL keeps them (``m=16``, ``ef_construction=64``)."""
+    rows: int = 0
+    """Rows in the graph as PostgreSQL last counted them (at its build, or the last VACUUM)."""
 
 
 def describe_hnsw_indexes(conn: Connection, catalog: Catalog) -> list[HnswIndex]:
@@ -66,14 +69,26 @@ def describe_hnsw_indexes(conn: Connection, catalog: Catalog) -> list[HnswIndex]
     rows = conn.execute(
         text(
             "SELECT c.relname, i.indisvalid, pg_get_indexdef(i.indexrelid), a.attname, "
-            "coalesce(c.reloptions, '{}') FROM pg_index i "
+            "coalesce(c.reloptions, '{}'), greatest(c.reltuples, 0)::bigint FROM pg_index i "
             "JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam "
             "LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
             "WHERE i.indrelid = CAST(:table AS regclass) AND am.amname = 'hnsw'"
         ),
         {"table": catalog.qualified},
     ).all()
-    return [HnswIndex(*row[:4], tuple(row[4])) for row in rows]
+    return [HnswIndex(*row[:4], tuple(row[4]), int(row[5])) for row in rows]
+
+
+def table_rows(conn: Connection, catalog: Catalog) -> int:
+    """The catalog table's rows: PostgreSQL's estimate, or a count where it has none yet (a table
+    never vacuumed nor analysed, such as one a bulk load has just filled)."""
+    estimate = conn.execute(
+        text("SELECT reltuples FROM pg_class WHERE oid = CAST(:table AS regclass)"),
+        {"table": catalog.qualified},
+    ).scalar_one()
+    if estimate >= 0:
+        return int(estimate)
+    return int(conn.execute(text(f"SELECT count(*) FROM {catalog.qualified}")).scalar_one())
 
 
 def hnsw_indexes(conn: Connection, catalog: Catalog) -> dict[str, bool]:
@@ -178,7 +193,8 @@ def _create_missing(conn: Connection, catalog: Catalog) -> list[str]:
         if name in existing:  # an interrupted CONCURRENTLY build leaves an invalid index behind
             conn.exec_driver_sql(f"DROP INDEX CONCURRENTLY IF EXISTS {catalog.in_schema(name)}")
         log.info("building HNSW index %s (after a bulk load, or one that did not finish)", name)
-        conn.exec_driver_sql(index_ddl(catalog, column, concurrently=True))
+        rows = table_rows(conn, catalog)
+        conn.exec_driver_sql(index_ddl(catalog, column, concurrently=True, rows=rows))
         built.append(name)
     return built
 

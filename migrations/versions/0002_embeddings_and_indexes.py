@@ -15,6 +15,7 @@ from sqlalchemy import text
 
 from api.db.catalog import Catalog
 from api.db.migrate import migration_catalog
+from api.db.vector_indexes import table_rows
 
 revision = "0002"
 down_revision = "0001"
@@ -48,13 +49,15 @@ def upgrade() -> None:
         "embed_error": "text",
     }.items():
         op.execute(f'ALTER TABLE {table} ADD COLUMN IF NOT EXISTS "{column}" {ddl}')
+    # A shop's table may already hold a million rows: their graphs are built as wide as that asks.
+    graph = catalog.hnsw_options(table_rows(op.get_bind(), catalog))
     op.execute(
         f'CREATE INDEX IF NOT EXISTS "{catalog.image_index}" ON {table} '
-        f"USING hnsw (image_embedding vector_cosine_ops) {catalog.hnsw_options}"
+        f"USING hnsw (image_embedding vector_cosine_ops) {graph}"
     )
     op.execute(
         f'CREATE INDEX IF NOT EXISTS "{catalog.fallback_index}" ON {table} '
-        f"USING hnsw (fallback_embedding vector_cosine_ops) {catalog.hnsw_options}"
+        f"USING hnsw (fallback_embedding vector_cosine_ops) {graph}"
     )
     if catalog.attached:
         # Indexes on the shop's own columns are the shop's call (docs/shops.md); the full-text

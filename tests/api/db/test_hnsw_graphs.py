@@ -11,8 +11,9 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy import text
 
+from api.db import catalog as catalog_module
 from api.db import hnsw_graphs, migrate
-from api.db.catalog import Catalog
+from api.db.catalog import LARGE_GRAPH_ROWS, Catalog
 from api.db.category_indexes import CategoryIndexPolicy, index_name
 from api.db.category_indexes import sync as sync_categories
 from api.db.engine import Database
@@ -131,3 +132,43 @@ def test_the_background_upkeep_rebuilds_them(migrated_database: Database) -> Non
 def test_unbuildable_parameters_are_refused_at_start(make_settings: Callable[..., Settings]) -> None:
     with pytest.raises(ValidationError, match="must be at least 2 x LOOKALIKE_HNSW_M"):
         make_settings(hnsw_m=32, hnsw_ef_construction=40)
+
+
+def test_unset_ef_construction_follows_the_graphs_size() -> None:
+    by_size = Catalog("products", "public", 512, 1280)
+    assert by_size.hnsw_graph(0) == by_size.hnsw_graph(LARGE_GRAPH_ROWS - 1) == (16, 64)
+    assert by_size.hnsw_graph(LARGE_GRAPH_ROWS) == (16, 128)
+    assert by_size.hnsw_options(0) == ""  # pgvector's defaults: DDL as migration 0002 always wrote it
+    assert by_size.hnsw_options(LARGE_GRAPH_ROWS) == "WITH (m = 16, ef_construction = 128)"
+    assert dataclasses.replace(by_size, hnsw_m=48).hnsw_graph(0) == (48, 96)  # never below 2 x m
+    # Wider than the size asks is kept (a shrinking catalog is not rebuilt narrower); narrower is not.
+    assert by_size.hnsw_graph_is_current((16, 128), 10)
+    assert not by_size.hnsw_graph_is_current((16, 64), LARGE_GRAPH_ROWS)
+    assert not by_size.hnsw_graph_is_current((8, 128), 10)
+    named = dataclasses.replace(by_size, hnsw_ef_construction=64)
+    assert named.hnsw_graph(10 * LARGE_GRAPH_ROWS) == (16, 64)  # a value the operator set wins
+    assert not named.hnsw_graph_is_current((16, 128), 10)
+
+
+def test_a_catalog_that_grows_past_the_size_gets_wider_graphs_once(
+    migrated_database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    catalog = Catalog.from_settings(migrated_database.settings)
+    assert catalog.hnsw_ef_construction is None  # the default: by size
+    vectors = _seed(migrated_database, catalog)
+    assert hnsw_graphs.sync(migrated_database, catalog).rebuilt == {}  # 300 rows: pgvector's 64
+
+    # The catalog (300 rows) is now past the threshold; the dress category's graph (200 rows) is not.
+    monkeypatch.setattr(catalog_module, "LARGE_GRAPH_ROWS", 250)
+    report = hnsw_graphs.sync(migrated_database, catalog)
+    assert set(report.rebuilt) == {catalog.image_index, catalog.fallback_index}
+    graphs = _graphs(migrated_database, catalog)
+    assert graphs[catalog.image_index] == graphs[catalog.fallback_index] == (16, 128)
+    assert graphs[index_name(catalog, "dress")] == (16, 64)
+    assert graphs[SHOP_INDEX] == (4, 8)
+    assert _nearest(migrated_database, vectors[5]) == "S5"
+
+    # Back under it (the catalog shrank): the wider graphs stay, nothing is rebuilt.
+    monkeypatch.setattr(catalog_module, "LARGE_GRAPH_ROWS", 10_000)
+    assert hnsw_graphs.sync(migrated_database, catalog).rebuilt == {}
+    assert _graphs(migrated_database, catalog)[catalog.image_index] == (16, 128)
