@@ -107,7 +107,7 @@ class OnnxClipEncoder(ClipEncoder):
         runtime: str,
         text_runtime: str,
         artifacts: Path,
-        race: dict[str, dict[str, float]] | None = None,
+        race: dict[str, dict[str, tuple[float, float]]] | None = None,
     ) -> None:
         super().__init__(base.loaded, batch_size=base.batch_size)
         self.runtime = runtime
@@ -116,7 +116,7 @@ class OnnxClipEncoder(ClipEncoder):
         """Which text tower actually serves."""
         self.artifacts = artifacts
         self.race = race or {}
-        """``auto`` only: per tower, the batch-1 milliseconds of each runtime it timed here."""
+        """``auto`` only: per tower, each runtime's batch-1 median ms here, idle and beside a busy core."""
         self._visual = visual
         self._text = text
 
@@ -160,7 +160,12 @@ class Probe:
         return _min_cosine(_run(session, "pixels", self.pixels).numpy(), self.want_image)
 
     def encoder(
-        self, base: ClipEncoder, *, image: Tower, text: Tower, race: dict[str, dict[str, float]] | None = None
+        self,
+        base: ClipEncoder,
+        *,
+        image: Tower,
+        text: Tower,
+        race: dict[str, dict[str, tuple[float, float]]] | None = None,
     ) -> OnnxClipEncoder:
         """``base`` with its forward passes on these towers (checked against this probe)."""
         return OnnxClipEncoder(
