@@ -118,10 +118,15 @@ def one_core_taken() -> Iterator[None]:
     A process rather than a thread: a Python thread would hold the GIL the timed thread needs
     back after each pass, and a native one would need a library of its own.
     """
-    spinner = subprocess.Popen(
-        [sys.executable, "-S", "-c", "while True: pass"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    try:
+        spinner = subprocess.Popen(
+            [sys.executable, "-S", "-c", "while True: pass"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+    except OSError as exc:  # no interpreter to start (an embedded Python): time on idle cores only
+        log.info("CLIP auto: no busy-core timing (%s)", exc)
+        yield
+        return
     try:
         time.sleep(0.05)  # started and spinning before the first timed pass
         yield

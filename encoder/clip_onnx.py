@@ -46,9 +46,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RUNTIMES = ("auto", "torch", "onnx", "onnx-int8", "openvino", "openvino-bf16", "openvino-int8")
-"""``auto``: per tower, the fastest at batch 1 on this CPU of ONNX Runtime int8 and OpenVINO
-(bf16 image, int8 text), among those that pass parity (:mod:`encoder.clip_auto`); torch when
-none does, and on CUDA. ``onnx``: fp32 ONNX for both towers. ``onnx-int8``: int8 image tower,
+"""``auto``: per tower, the fastest at batch 1 on this CPU (idle and beside a busy core) of ONNX
+Runtime int8 and OpenVINO (bf16 image, int8 text), among those that pass parity
+(:mod:`encoder.clip_auto`); torch when none does, and on CUDA. ``onnx``: fp32 ONNX for both towers. ``onnx-int8``: int8 image tower,
 and the int8 text tower where it passes parity (fp32 text otherwise). ``openvino*``: the same
 exported graphs compiled by OpenVINO (:mod:`encoder.openvino_clip`)."""
 

@@ -102,6 +102,12 @@ def test_the_busy_core_is_another_process_and_is_gone_afterwards() -> None:
     assert _spinners() == []
 
 
+def test_without_an_interpreter_to_start_it_times_idle_cores_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")  # an embedded Python has none
+    with clip_auto.one_core_taken():
+        assert _spinners() == []
+
+
 def _spinners() -> list[int]:
     """Children of this process running the spinner's command line."""
     found = []
