@@ -15,8 +15,6 @@ import json
 import math
 import re
 import threading
-import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
@@ -24,6 +22,7 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
+from cachetools import TTLCache
 from sqlalchemy import (
     ARRAY,
     Boolean,
@@ -303,10 +302,10 @@ INDEXED_TTL_S = 30.0
 """How long the list of categories with their own index is reused (the background sync builds them)."""
 _ESTIMATES_MAX = 4096
 
-_cache_lock = threading.Lock()
-_estimates: OrderedDict[tuple[Any, ...], tuple[float, float]] = OrderedDict()
+_cache_lock = threading.Lock()  # cachetools' caches are not thread-safe (a get may expire entries)
+_estimates: TTLCache[tuple[Any, ...], float] = TTLCache(maxsize=_ESTIMATES_MAX, ttl=ESTIMATE_TTL_S)
 _seen_index_changes = 0
-_indexed: dict[tuple[Any, Catalog], tuple[float, frozenset[str]]] = {}
+_indexed: TTLCache[tuple[Any, Catalog], frozenset[str]] = TTLCache(maxsize=64, ttl=INDEXED_TTL_S)
 
 
 def choose_plan(conn: Connection, catalog: Catalog, query: VectorQuery, filters: Filters, page: Page) -> Plan:
@@ -390,12 +389,10 @@ def estimated_rows(conn: Connection, catalog: Catalog, column: VectorColumn, fil
         filters.price_max,
         json.dumps(filters.attributes, sort_keys=True, default=str),
     )
-    now = time.monotonic()
     with _cache_lock:
         cached = _estimates.get(key)
-        if cached is not None and cached[0] > now:
-            _estimates.move_to_end(key)
-            return cached[1]
+    if cached is not None:
+        return cached
     t = catalog.sa_table
     where = [t.c[column.value].is_not(None), *_filter_clauses(catalog, _Shape.of(filters))]
     statement = select(literal_column("1")).select_from(t).where(*where).params(_filter_values(filters))
@@ -404,24 +401,21 @@ def estimated_rows(conn: Connection, catalog: Catalog, column: VectorColumn, fil
     match = re.search(r"rows=(\d+)", top)
     rows = float(match.group(1)) if match else float("inf")
     with _cache_lock:
-        _estimates[key] = (now + ESTIMATE_TTL_S, rows)
-        while len(_estimates) > _ESTIMATES_MAX:
-            _estimates.popitem(last=False)
+        _estimates[key] = rows
     return rows
 
 
 def indexed_categories(conn: Connection, catalog: Catalog) -> frozenset[str]:
     """Categories whose partial index exists and is valid (:mod:`api.db.category_indexes`)."""
     _forget_if_indexes_changed()
-    now = time.monotonic()
     key = (conn.engine.url, catalog)
     with _cache_lock:
         cached = _indexed.get(key)
-    if cached is not None and cached[0] > now:
-        return cached[1]
+    if cached is not None:
+        return cached
     categories = category_of_index(conn, catalog)
     with _cache_lock:
-        _indexed[key] = (now + INDEXED_TTL_S, categories)
+        _indexed[key] = categories
     return categories
 
 
