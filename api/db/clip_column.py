@@ -22,7 +22,7 @@ from sqlalchemy import Connection, text
 
 from api.db.catalog import Catalog
 from api.db.migrate import MIGRATION_LOCK_KEY
-from api.db.vector_indexes import describe_hnsw_indexes, index_ddl
+from api.db.vector_indexes import describe_hnsw_indexes, index_ddl, table_rows
 
 Storage = Literal["vector", "halfvec"]
 
@@ -71,7 +71,8 @@ def change_clip_dim(conn: Connection, catalog: Catalog, dim: int) -> None:
         )
     )
     conn.execute(text(f"UPDATE {catalog.qualified} SET image_model = NULL WHERE image_model IS NOT NULL"))
-    conn.execute(text(index_ddl(catalog, "image_embedding")))
+    # Built empty and filled as the rows are embedded again: as wide as the table will make it.
+    conn.execute(text(index_ddl(catalog, "image_embedding", rows=table_rows(conn, catalog))))
 
 
 def index_definition(conn: Connection, catalog: Catalog) -> str | None:
