@@ -50,7 +50,7 @@ class GraphReport:
     rule: str
     """The (m, ef_construction) the graphs should have, in words (:func:`describe_rule`)."""
     rebuilt: dict[str, float] = field(default_factory=dict)
-    """Index name -> seconds its rebuild took (and the ef_construction it got)."""
+    """Index name -> seconds its rebuild took."""
     kept: list[str] = field(default_factory=list)
     deferred: list[str] = field(default_factory=list)
     """Rebuilds left for the next upkeep: a long transaction held the index past ``LOCK_WAIT``."""
