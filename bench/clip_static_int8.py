@@ -31,21 +31,11 @@ from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
+from encoder.clip import load_clip_encoder  # noqa: E402
 from encoder.clip_onnx import PARITY_MIN_COSINE, default_cache_dir  # noqa: E402
+from encoder.registry import DEFAULT_CLIP_MODEL  # noqa: E402
 
 DATASET = Path(os.environ.get("LOOKALIKE_DATASET_DIR", REPO_ROOT.parent / "shared/datasets/clothing-small"))
-MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float32)[:, None, None]
-STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)[:, None, None]
-
-
-def pixels(image: Image.Image) -> np.ndarray:
-    """CLIP's transforms (shortest side 224 bicubic, centre crop, normalise) as one NCHW batch."""
-    width, height = image.size
-    scale = 224 / min(width, height)
-    image = image.resize((max(224, round(width * scale)), max(224, round(height * scale))), Image.BICUBIC)
-    left, top = (image.size[0] - 224) // 2, (image.size[1] - 224) // 2
-    crop = np.asarray(image.crop((left, top, left + 224, top + 224)), np.float32)
-    return ((crop.transpose(2, 0, 1) / 255 - MEAN) / STD)[None]
 
 
 def synthetic(seed: int) -> Image.Image:
@@ -84,6 +74,12 @@ def main() -> None:
         raise SystemExit(f"no exported image tower under {default_cache_dir()}: run bench/encode.py once")
     core = ov.Core()
     fp32 = core.read_model(str(graphs[0]))
+    clip = load_clip_encoder(DEFAULT_CLIP_MODEL, random_weights=True, device="cpu")
+
+    def pixels(image: Image.Image) -> np.ndarray:
+        """The encoder's own transforms (what a served photo gets), as a batch of one."""
+        return clip.preprocess_images([image]).numpy()
+
     if args.calibration == "real":
         calibration = [
             pixels(Image.open(p).convert("RGB")) for p in sorted(DATASET.glob("train/*/*.jpg"))[::40][:64]

@@ -36,6 +36,7 @@ import numpy as np
 
 from encoder.clip import ClipEncoder
 from encoder.clip_onnx import (
+    Lap,
     OnnxClipEncoder,
     Probe,
     Tower,
@@ -65,9 +66,6 @@ WARMUP_PASSES = 2
 """Untimed passes first: OpenVINO and ONNX Runtime both allocate on their first runs."""
 TIMED_ROUNDS = 7
 """Rounds of one pass per contender, alternated, so a burst of other work hits all of them."""
-
-Lap = tuple[float, float]
-"""A contender's median batch-1 ms: on idle cores, and beside one busy process."""
 
 
 def build_auto(base: ClipEncoder, cache_dir: Path) -> OnnxClipEncoder:

@@ -79,6 +79,10 @@ class TowerSession(Protocol):
 
 Tower = tuple[str, TowerSession]
 """A compiled tower and the runtime that serves it (``onnx-int8``, ``openvino-bf16``, ...)."""
+Lap = tuple[float, float]
+"""A tower's median batch-1 ms on one runtime: on idle cores, and beside one busy process."""
+Race = dict[str, dict[str, Lap]]
+"""``auto``'s timings (:mod:`encoder.clip_auto`): tower -> runtime -> :data:`Lap`."""
 
 
 def default_cache_dir() -> Path:
@@ -107,7 +111,7 @@ class OnnxClipEncoder(ClipEncoder):
         runtime: str,
         text_runtime: str,
         artifacts: Path,
-        race: dict[str, dict[str, tuple[float, float]]] | None = None,
+        race: Race | None = None,
     ) -> None:
         super().__init__(base.loaded, batch_size=base.batch_size)
         self.runtime = runtime
@@ -165,7 +169,7 @@ class Probe:
         *,
         image: Tower,
         text: Tower,
-        race: dict[str, dict[str, tuple[float, float]]] | None = None,
+        race: Race | None = None,
     ) -> OnnxClipEncoder:
         """``base`` with its forward passes on these towers (checked against this probe)."""
         return OnnxClipEncoder(

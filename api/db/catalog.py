@@ -191,7 +191,7 @@ class Catalog:
             return built == wanted
         return built[0] == wanted[0] and built[1] >= wanted[1]
 
-    def hnsw_options(self, rows: int = 0) -> str:
+    def hnsw_options(self, rows: int) -> str:
         """The ``WITH (...)`` clause that builds a graph over ``rows`` rows with :meth:`hnsw_graph`;
         none for pgvector's defaults, so a default install's indexes read as migration 0002 wrote them."""
         graph = self.hnsw_graph(rows)

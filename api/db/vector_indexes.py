@@ -183,6 +183,7 @@ def restore_missing(database: Database, catalog: Catalog) -> list[str]:
 
 def _create_missing(conn: Connection, catalog: Catalog) -> list[str]:
     existing = hnsw_indexes(conn, catalog)
+    rows: int | None = None  # the table's size picks the graphs' width; read once, only if needed
     built = []
     for column, name in (
         ("image_embedding", catalog.image_index),
@@ -193,7 +194,7 @@ def _create_missing(conn: Connection, catalog: Catalog) -> list[str]:
         if name in existing:  # an interrupted CONCURRENTLY build leaves an invalid index behind
             conn.exec_driver_sql(f"DROP INDEX CONCURRENTLY IF EXISTS {catalog.in_schema(name)}")
         log.info("building HNSW index %s (after a bulk load, or one that did not finish)", name)
-        rows = table_rows(conn, catalog)
+        rows = table_rows(conn, catalog) if rows is None else rows
         conn.exec_driver_sql(index_ddl(catalog, column, concurrently=True, rows=rows))
         built.append(name)
     return built

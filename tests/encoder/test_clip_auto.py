@@ -13,9 +13,8 @@ import pytest
 
 from encoder import clip_auto
 from encoder.clip_onnx import OnnxClipEncoder, Probe, Tower, onnx_image_tower, onnx_text_tower
-from encoder.factory import build_clip_encoder
 from encoder.openvino_clip import openvino_image_tower, openvino_text_tower
-from encoder.registry import DEFAULT_CLIP_MODEL
+from tests.encoder.runtimes import random_clip
 
 pytestmark = pytest.mark.slow  # builds ONNX Runtime and OpenVINO towers: not in `make test-fast`
 
@@ -51,10 +50,7 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _auto(cache_dir: Path) -> OnnxClipEncoder:
-    encoder = build_clip_encoder(
-        DEFAULT_CLIP_MODEL, random_weights=True, device="cpu", batch_size=8,
-        runtime="auto", onnx_cache_dir=cache_dir,
-    )  # fmt: skip
+    encoder = random_clip("auto", cache_dir)
     assert isinstance(encoder, OnnxClipEncoder), "auto fell back to torch"
     return encoder
 

@@ -19,6 +19,7 @@ from encoder.clip_onnx import PARITY_MIN_COSINE, OnnxClipEncoder, trim_tokens
 from encoder.factory import build_clip_encoder
 from encoder.images import decode_image
 from encoder.registry import DEFAULT_CLIP_MODEL, clip_spec
+from tests.encoder.runtimes import random_clip
 
 pytestmark = pytest.mark.slow  # exports and checks ONNX models: not in `make test-fast`
 
@@ -46,10 +47,7 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def fast(cache_dir: Path) -> OnnxClipEncoder:
     """Cold start: exports both towers and their int8 copies into an empty cache."""
-    encoder = build_clip_encoder(
-        DEFAULT_CLIP_MODEL, random_weights=True, device="cpu", batch_size=8,
-        runtime="auto", onnx_cache_dir=cache_dir,
-    )  # fmt: skip
+    encoder = random_clip("auto", cache_dir)
     assert isinstance(encoder, OnnxClipEncoder), "auto fell back to torch on this CPU"
     return encoder
 
@@ -76,7 +74,7 @@ def test_fast_encoder_is_a_drop_in(fast: OnnxClipEncoder, clip_random: ClipEncod
 def test_image_parity_on_real_photos(
     runtime: str, fast: OnnxClipEncoder, cache_dir: Path, clip_random: ClipEncoder, photos: list
 ) -> None:
-    encoder = fast if runtime == "auto" else _build(runtime, cache_dir)
+    encoder = fast if runtime == "auto" else random_clip(runtime, cache_dir)
     want = clip_random.encode_images(photos)
     got = encoder.encode_images(photos)  # 12 images: batches of 8 and 4
     assert got.dtype == np.float32 and got.shape == want.shape
@@ -92,7 +90,7 @@ def test_image_parity_on_real_photos(
 def test_text_parity_for_every_length(
     runtime: str, fast: OnnxClipEncoder, cache_dir: Path, clip_random: ClipEncoder
 ) -> None:
-    encoder = fast if runtime == "auto" else _build(runtime, cache_dir)
+    encoder = fast if runtime == "auto" else random_clip(runtime, cache_dir)
     want = clip_random.encode_texts(TEXTS)
     together = encoder.encode_texts(TEXTS)
     alone = np.concatenate([encoder.encode_texts([text]) for text in TEXTS])
@@ -145,7 +143,7 @@ def test_second_load_reuses_the_cache(
 
     for name in ("export_visual", "export_text", "quantize_visual_int8", "quantize_text_int8"):
         monkeypatch.setattr(clip_onnx, name, no_export)
-    again = _build("auto", cache_dir)
+    again = random_clip("auto", cache_dir)
     assert again.runtime == fast.runtime and again.artifacts == fast.artifacts
     assert again.text_runtime == fast.text_runtime
 
@@ -158,7 +156,7 @@ def test_corrupt_cache_file_is_rebuilt(
     )
     text_file.write_bytes(b"\x00 truncated by a full disk")
     with caplog.at_level(logging.WARNING, logger="encoder.clip_onnx"):
-        rebuilt = _build("auto", cache_dir)
+        rebuilt = random_clip("auto", cache_dir)
     assert "rebuilding" in caplog.text
     assert text_file.stat().st_size > 1_000_000
     got = rebuilt.encode_texts(TEXTS[:3])
@@ -173,7 +171,7 @@ def test_failed_export_falls_back_to_torch(
 
     monkeypatch.setattr(clip_onnx, "export_text", broken)
     with caplog.at_level(logging.WARNING, logger="encoder.clip_onnx"):
-        encoder = _build("auto", tmp_path)
+        encoder = random_clip("auto", tmp_path)
     assert isinstance(encoder, ClipEncoder)
     assert "exporter exploded" in caplog.text
 
@@ -181,10 +179,3 @@ def test_failed_export_falls_back_to_torch(
 def test_unknown_runtime_is_refused() -> None:
     with pytest.raises(ValueError, match="runtime"):
         build_clip_encoder(DEFAULT_CLIP_MODEL, random_weights=True, device="cpu", runtime="tensorrt")
-
-
-def _build(runtime: str, cache_dir: Path) -> ClipEncoder | OnnxClipEncoder:
-    return build_clip_encoder(
-        DEFAULT_CLIP_MODEL, random_weights=True, device="cpu", batch_size=8,
-        runtime=runtime, onnx_cache_dir=cache_dir,
-    )  # fmt: skip

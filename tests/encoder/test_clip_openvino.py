@@ -11,9 +11,8 @@ import pytest
 
 from encoder.clip import ClipEncoder
 from encoder.clip_onnx import PARITY_MIN_COSINE, OnnxClipEncoder
-from encoder.factory import build_clip_encoder
 from encoder.images import decode_image
-from encoder.registry import DEFAULT_CLIP_MODEL
+from tests.encoder.runtimes import random_clip
 
 pytestmark = pytest.mark.slow  # builds OpenVINO models: not in `make test-fast`
 
@@ -35,13 +34,6 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
-def _build(runtime: str, cache_dir: Path) -> ClipEncoder | OnnxClipEncoder:
-    return build_clip_encoder(
-        DEFAULT_CLIP_MODEL, random_weights=True, device="cpu", batch_size=8,
-        runtime=runtime, onnx_cache_dir=cache_dir,
-    )  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("openvino-cache")
@@ -50,7 +42,7 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def encoders(cache_dir: Path) -> dict[str, ClipEncoder | OnnxClipEncoder]:
     """Every OpenVINO runtime from one cache: the graphs are exported once and shared."""
-    return {runtime: _build(runtime, cache_dir) for runtime in RUNTIMES}
+    return {runtime: random_clip(runtime, cache_dir) for runtime in RUNTIMES}
 
 
 @pytest.fixture(scope="module")
@@ -108,9 +100,9 @@ def test_a_rejection_for_openvino_does_not_reject_the_file_for_onnx_runtime(
     note.write_text("parity miss: min cosine 0.99800 < 0.999\n")
     try:
         with caplog.at_level(logging.WARNING, logger="encoder.clip_onnx"):
-            bf16 = _build("openvino-bf16", cache_dir)
+            bf16 = random_clip("openvino-bf16", cache_dir)
         assert type(bf16) is ClipEncoder and "rejected earlier" in caplog.text
-        onnx = _build("onnx", cache_dir)
+        onnx = random_clip("onnx", cache_dir)
         assert isinstance(onnx, OnnxClipEncoder) and onnx.runtime == "onnx"
     finally:
         note.unlink()
@@ -121,6 +113,6 @@ def test_without_openvino_installed_it_falls_back_to_torch(
 ) -> None:
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError
     with caplog.at_level(logging.WARNING, logger="encoder.clip_onnx"):
-        encoder = _build("openvino-int8", tmp_path)
+        encoder = random_clip("openvino-int8", tmp_path)
     assert type(encoder) is ClipEncoder
     assert "openvino" in caplog.text
